@@ -1,0 +1,65 @@
+"""Topic names (DESIGN.md "Topics"), in one place so no process spells a topic by hand.
+
+Every function returns the topic *without* the site's ``topic_prefix``; the MQTT client adds and strips
+the prefix, so plugin code never sees it.
+"""
+
+from __future__ import annotations
+
+import re
+
+from bus.envelope import NAME_PATTERN
+
+_NAME = re.compile(NAME_PATTERN)
+
+
+def check_name(name: str, what: str = "device") -> str:
+    """Return ``name`` if it is a valid source/device/process name, else raise ValueError."""
+    if not _NAME.match(name):
+        raise ValueError(f"{what} name {name!r} must match {NAME_PATTERN}")
+    return name
+
+
+def reading(source: str, device: str) -> str:
+    return f"{source}/{device}/reading"
+
+
+def status(source: str, device: str) -> str:
+    return f"{source}/{device}/status"
+
+
+def state(source: str, device: str) -> str:
+    return f"{source}/{device}/state"
+
+
+def aggregate(source: str, device: str, period: str) -> str:
+    return f"agg/{source}/{device}/{period}"
+
+
+def process_status(process: str) -> str:
+    return f"wattbus/{process}/status"
+
+
+def process_health(process: str) -> str:
+    return f"wattbus/{process}/health"
+
+
+def dlq(process: str) -> str:
+    return f"wattbus/dlq/{process}"
+
+
+ALL_READINGS = "+/+/reading"
+ALL_STATUS = "+/+/status"
+
+
+def shared(group: str, topic_filter: str) -> str:
+    """A shared subscription: N consumers in ``group`` split the messages of ``topic_filter``."""
+    return f"$share/{group}/{topic_filter}"
+
+
+def parse_device_topic(topic: str) -> tuple[str, str, str] | None:
+    """``source/device/kind`` -> (source, device, kind), or None for anything else."""
+    parts = topic.split("/")
+    if len(parts) != 3:
+        return None
+    return parts[0], parts[1], parts[2]

@@ -1,0 +1,1 @@
+"""Consumers: one sub-package per consumer; each subscribes to the bus and stores, exposes or acts."""

@@ -1,0 +1,29 @@
+"""Prometheus exporter: the latest reading of every device as Prometheus metrics on :3030/metrics."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from bus.config import PluginConfig
+
+
+class Config(PluginConfig, kw_only=True, forbid_unknown_fields=True):
+    listen: str = "0.0.0.0"
+    port: int = 3030
+    compat: Literal["", "hhpc"] = ""
+    """"hhpc" also serves the seed's exact names (global_active_power{unit="kilowatt"}, ..., hhpc_up)."""
+    compat_device: str | None = None
+    """Which hhpc device the compat names show; default: the first hhpc device seen."""
+    stale_after: float = 0
+    """Drop a device's series when it sent nothing for this many seconds (0 = only when it goes offline)."""
+    inflight: int = 1000
+
+    def __post_init__(self) -> None:
+        if not 0 < self.port < 65536:
+            raise ValueError("`port` must be 1..65535")
+
+
+def run(ctx, cfg: Config) -> None:
+    from consumers.exporter.server import serve
+
+    serve(ctx, cfg)

@@ -1,0 +1,156 @@
+"""The exporter's state (latest value per device and metric) and the Prometheus collector over it.
+
+Names, units, types and help texts all come from ``schemas/metrics.toml``; labels are source, device and,
+for per-phase or per-tariff metrics, phase / tariff. A device that goes offline (its status topic, or its
+producer process's last will) loses its series, so Prometheus sees staleness instead of a frozen value.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from bus.envelope import Reading
+from schemas import METRICS
+
+# The seed's hhpcexporter names: (metric key, seed name, scale, unit label, help)
+HHPC_COMPAT = (
+    ("power_w", "global_active_power", 0.001, "kilowatt", "Household global minute-averaged active power."),
+    ("reactive_power_var", "global_reactive_power", 0.001, "kilowatt",
+     "Household global minute-averaged reactive power."),
+    ("voltage_v", "voltage", 1.0, "volt", "Minute-averaged voltage."),
+    ("current_a", "global_intensity", 1.0, "ampere", "Household global minute-averaged current intensity."),
+    ("sub1_energy_wh", "sub_metering_1", 1.0, "watt-hour of active energy", "Energy sub-metering No. 1."),
+    ("sub2_energy_wh", "sub_metering_2", 1.0, "watt-hour of active energy", "Energy sub-metering No. 2."),
+    ("sub3_energy_wh", "sub_metering_3", 1.0, "watt-hour of active energy", "Energy sub-metering No. 3."),
+)
+
+
+class DeviceState:
+    __slots__ = ("values", "ts", "received", "online", "process")
+
+    def __init__(self) -> None:
+        self.values: dict[str, float] = {}
+        self.ts = 0
+        self.received = 0.0
+        self.online = True
+        self.process: str | None = None
+
+
+class LatestValues(Collector):
+    def __init__(self, compat: str = "", compat_device: str | None = None, stale_after: float = 0):
+        self.devices: dict[tuple[str, str], DeviceState] = {}
+        self.process_online: dict[str, bool] = {}
+        self.compat, self.compat_device, self.stale_after = compat, compat_device, stale_after
+        self.messages = 0
+        self.readings = 0
+        self.lag_seconds = 0.0
+        self.dead_letters = 0
+        self._lock = threading.Lock()
+
+    # -- updates (MQTT side) --------------------------------------------------------------------
+    def update(self, readings: list[Reading]) -> None:
+        now = time.time()
+        with self._lock:
+            for r in readings:
+                dev = self.devices.get((r.source, r.device))
+                if dev is None:
+                    dev = self.devices[(r.source, r.device)] = DeviceState()
+                if r.ts < dev.ts:
+                    continue  # an older reading (replay, backfill) never hides a newer one
+                dev.ts, dev.received, dev.online = r.ts, now, True
+                if r.quality == "missing":
+                    continue
+                dev.values.update(r.metrics)
+            self.readings += len(readings)
+            if readings:
+                self.lag_seconds = max(0.0, now - readings[-1].ts / 1000)
+
+    def set_status(self, source: str, device: str, online: bool) -> None:
+        with self._lock:
+            dev = self.devices.setdefault((source, device), DeviceState())
+            dev.online = online
+            if not online:
+                dev.values.clear()
+
+    def set_process(self, process: str, online: bool, devices: list[str] | None = None) -> None:
+        with self._lock:
+            self.process_online[process] = online
+            for key in devices or []:
+                source, _, device = key.partition("/")
+                self.devices.setdefault((source, device), DeviceState()).process = process
+            if not online:
+                for dev in self.devices.values():
+                    if dev.process == process:
+                        dev.online = False
+                        dev.values.clear()
+
+    # -- exposition (HTTP side) -----------------------------------------------------------------
+    def collect(self) -> Iterable[Metric]:
+        now = time.time()
+        families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {}
+        up = GaugeMetricFamily("wattbus_up", "1 when the device is online and reporting", labels=["source", "device"])
+        last = GaugeMetricFamily("wattbus_last_reading_timestamp_seconds", "Time of the device's latest reading",
+                                 labels=["source", "device"])
+        with self._lock:
+            items = [(k, d.online, d.ts, d.received, dict(d.values)) for k, d in self.devices.items()]
+        for (source, device), online, ts, received, values in sorted(items):
+            if self.stale_after and now - received > self.stale_after:
+                online, values = False, {}
+            up.add_metric([source, device], 1.0 if online else 0.0)
+            if ts:
+                last.add_metric([source, device], ts / 1000)
+            if not online:
+                continue
+            for key, value in values.items():
+                m = METRICS.get(key)
+                if m is None:
+                    continue
+                labels = ["source", "device"] + (["phase"] if m.phase else []) + (["tariff"] if m.tariff else [])
+                fam_key = m.prom_name + "|" + ",".join(labels)
+                fam = families.get(fam_key)
+                if fam is None:
+                    cls = CounterMetricFamily if m.prom_type == "counter" else GaugeMetricFamily
+                    help_text = m.description.split(",")[0] + (f" ({m.unit})" if m.unit else "")
+                    fam = families[fam_key] = cls(m.prom_name, help_text, labels=labels)
+                values_labels = [source, device] + ([m.phase] if m.phase else []) + ([m.tariff] if m.tariff else [])
+                fam.add_metric(values_labels, value)
+        yield up
+        yield last
+        yield from _merge_families(families)
+        if self.compat == "hhpc":
+            yield from self._hhpc_compat(items)
+        yield CounterMetricFamily("wattbus_exporter_readings", "Readings received by the exporter",
+                                  value=self.readings)
+        yield GaugeMetricFamily("wattbus_exporter_lag_seconds",
+                                "Age of the newest reading when it arrived (publish-to-exporter lag)",
+                                value=self.lag_seconds)
+
+    def _hhpc_compat(self, items) -> Iterable[Metric]:
+        chosen = None
+        for (source, device), online, ts, received, values in items:
+            if source == "hhpc" and (self.compat_device in (None, device)):
+                chosen = (online, values)
+                break
+        online, values = chosen if chosen else (False, {})
+        for key, name, scale, unit, help_text in HHPC_COMPAT:
+            if online and key in values:
+                g = GaugeMetricFamily(name, help_text, labels=["unit"])
+                g.add_metric([unit], round(values[key] * scale, 6))
+                yield g
+        yield GaugeMetricFamily("hhpc_up", "Hhpc Server Status.", value=1.0 if online else 0.0)
+
+
+def _merge_families(families: dict) -> Iterable[Metric]:
+    """Per-phase and total rows share a family name: one family, one TYPE line, mixed label sets."""
+    by_name: dict[str, Metric] = {}
+    for fam in families.values():
+        if fam.name in by_name:
+            by_name[fam.name].samples.extend(fam.samples)
+        else:
+            by_name[fam.name] = fam
+    return by_name.values()

@@ -1,0 +1,46 @@
+"""Store consumer: readings from the bus into a database (SQLite, MySQL/MariaDB, MongoDB, InfluxDB)."""
+
+from __future__ import annotations
+
+import msgspec
+
+from bus import topics
+from bus.config import PluginConfig
+from bus.consumer import ConsumerContext
+
+
+class Config(PluginConfig, kw_only=True, forbid_unknown_fields=True):
+    sink: str = "sqlite:///var/lib/wattbus/wattbus.db"
+    """Where readings go, by URL: sqlite:///path, mysql://user@host/db, mongodb://host/db,
+    influx://host:8086?org=home&bucket=energy. Secrets come from a file or the environment."""
+    topics: list[str] = msgspec.field(default_factory=lambda: [topics.ALL_READINGS])
+    group: str | None = None
+    """Shared-subscription group: copies of this store with the same group split the stream."""
+    batch_max: int = 20_000
+    batch_wait: float = 0.1
+    inflight: int = 100
+    """Messages the broker may have in flight to this store before it acknowledges."""
+
+    def __post_init__(self) -> None:
+        from urllib.parse import urlsplit
+
+        from consumers.store.sink import SINKS
+
+        scheme = urlsplit(self.sink).scheme
+        if scheme not in SINKS:
+            raise ValueError(f"`sink`: unknown URL scheme {scheme!r}; expected one of {', '.join(SINKS)}")
+
+
+def run(ctx: ConsumerContext, cfg: Config) -> None:
+    from consumers.store.writer import StoreWriter
+
+    writer = StoreWriter(ctx, cfg.sink)
+    writer.start()
+    try:
+        for topic_filter in cfg.topics[1:]:
+            ctx.client.subscribe(topics.shared(cfg.group, topic_filter) if cfg.group else topic_filter,
+                                 ctx._inbox.put)
+        ctx.consume_readings(writer.write, topic_filter=cfg.topics[0], group=cfg.group,
+                             batch_max=cfg.batch_max, batch_wait=cfg.batch_wait)
+    finally:
+        writer.close()

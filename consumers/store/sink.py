@@ -1,0 +1,69 @@
+"""The interface every storage backend implements, and the URL -> backend registry.
+
+All sinks share one contract (DESIGN.md "Storage"): create or migrate their schema, write a batch
+idempotently on ``(source, device, ts)`` and durably before returning, read a time range back, close.
+The store consumer acknowledges MQTT messages only after ``write`` returned, so a crash means
+redelivery, and idempotence means redelivery changes nothing.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from urllib.parse import urlsplit
+
+from bus.envelope import Reading
+
+SINKS: dict[str, str] = {
+    "sqlite": "consumers.store.sqlite:SqliteSink",
+    "mysql": "consumers.store.mysql:MysqlSink",
+    "mongodb": "consumers.store.mongo:MongoSink",
+    "influx": "consumers.store.influx:InfluxSink",
+}
+"""URL scheme -> sink class. Adding a backend is one module plus one line here."""
+
+
+class SinkError(Exception):
+    """The database refused or is unreachable; the store retries with backoff and acknowledges nothing."""
+
+
+class Sink(ABC):
+    """A place readings are kept."""
+
+    def __init__(self, url: str):
+        self.url = url
+
+    @abstractmethod
+    def ensure_schema(self) -> None:
+        """Create the schema, or migrate an older one, recording its version."""
+
+    @abstractmethod
+    def write(self, readings: Sequence[Reading]) -> None:
+        """Store ``readings`` durably; writing the same reading twice leaves one copy."""
+
+    @abstractmethod
+    def read(self, source: str, device: str, start_ms: int, end_ms: int) -> Iterator[Reading]:
+        """Readings of one device with ``start_ms <= ts < end_ms``, oldest first."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+    def describe(self) -> str:
+        """The URL without secrets, for logs."""
+        parts = urlsplit(self.url)
+        netloc = parts.hostname or ""
+        if parts.port:
+            netloc += f":{parts.port}"
+        if parts.username:
+            netloc = f"{parts.username}@{netloc}"
+        return f"{parts.scheme}://{netloc}{parts.path}"
+
+
+def open_sink(url: str) -> Sink:
+    scheme = urlsplit(url).scheme
+    target = SINKS.get(scheme)
+    if target is None:
+        raise ValueError(f"unknown sink URL scheme {scheme!r} in {url!r} (expected one of: {', '.join(SINKS)})")
+    module, cls = target.split(":")
+    return getattr(importlib.import_module(module), cls)(url)

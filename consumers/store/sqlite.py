@@ -1,0 +1,116 @@
+"""SQLite sink: the embedded default. One wide row per reading, one column per metric of the table.
+
+WAL journal with ``synchronous=FULL``: a batch is on disk when ``write`` returns, which is when the store
+acknowledges it. Writes are upserts on the primary key ``(source, device, ts)`` (idempotent). Columns follow
+``schemas/metrics.toml``: a metric added to the table becomes a column at the next start (migration).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from bus.envelope import Reading
+from consumers.store.sink import Sink, SinkError
+from schemas import METRICS
+
+SCHEMA_VERSION = 1
+BASE_COLUMNS = ("source", "device", "ts", "seq", "period_s", "quality")
+
+
+def sqlite_path(url: str) -> str:
+    """``sqlite:///abs/path.db`` -> ``/abs/path.db``; ``sqlite://rel.db`` or ``sqlite:rel.db`` -> relative."""
+    parts = urlsplit(url)
+    path = unquote(parts.netloc + parts.path) if parts.netloc else unquote(parts.path)
+    if not path:
+        raise ValueError(f"sqlite URL {url!r} names no file")
+    return path
+
+
+class SqliteSink(Sink):
+    def __init__(self, url: str):
+        super().__init__(url)
+        self.path = sqlite_path(url)
+        self._db: sqlite3.Connection | None = None
+        self._stmts: dict[tuple[str, ...], str] = {}
+        self._columns: set[str] = set()
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+        return self._db
+
+    def ensure_schema(self) -> None:
+        db = self.db
+        with db:
+            db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = db.execute("SELECT max(version) FROM schema_version").fetchone()
+            version = row[0] or 0
+            if version > SCHEMA_VERSION:
+                raise SinkError(f"{self.path}: schema version {version} is newer than this wattbus ({SCHEMA_VERSION})")
+            metric_cols = ", ".join(f'"{k}" REAL' for k in METRICS)
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS readings (source TEXT NOT NULL, device TEXT NOT NULL, "
+                "ts INTEGER NOT NULL, seq INTEGER, period_s REAL, quality TEXT NOT NULL DEFAULT 'ok', "
+                f"{metric_cols}, PRIMARY KEY (source, device, ts)) WITHOUT ROWID"
+            )
+            have = {r[1] for r in db.execute("PRAGMA table_info(readings)")}
+            for key in METRICS:
+                if key not in have:  # a row added to metrics.toml since the table was made
+                    db.execute(f'ALTER TABLE readings ADD COLUMN "{key}" REAL')
+            if version < SCHEMA_VERSION:
+                db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+        self._columns = {r[1] for r in db.execute("PRAGMA table_info(readings)")}
+
+    def _statement(self, keys: tuple[str, ...]) -> str:
+        stmt = self._stmts.get(keys)
+        if stmt is None:
+            cols = BASE_COLUMNS + keys
+            names = ", ".join(f'"{c}"' for c in cols)
+            marks = ", ".join("?" * len(cols))
+            updates = ", ".join(f'"{c}" = excluded."{c}"' for c in cols[3:])
+            stmt = (f"INSERT INTO readings ({names}) VALUES ({marks}) "
+                    f"ON CONFLICT (source, device, ts) DO UPDATE SET {updates}")
+            self._stmts[keys] = stmt
+        return stmt
+
+    def write(self, readings: Sequence[Reading]) -> None:
+        groups: dict[tuple[str, ...], list[tuple]] = {}
+        for r in readings:
+            keys = tuple(r.metrics)
+            row = (r.source, r.device, r.ts, r.seq, r.period_s, r.quality, *r.metrics.values())
+            groups.setdefault(keys, []).append(row)
+        try:
+            with self.db:
+                for keys, rows in groups.items():
+                    self.db.executemany(self._statement(keys), rows)
+        except sqlite3.Error as exc:
+            raise SinkError(f"sqlite {self.path}: {exc}") from exc
+
+    def read(self, source: str, device: str, start_ms: int, end_ms: int) -> Iterator[Reading]:
+        cur = self.db.execute(
+            "SELECT * FROM readings WHERE source = ? AND device = ? AND ts >= ? AND ts < ? ORDER BY ts",
+            (source, device, start_ms, end_ms),
+        )
+        names = [d[0] for d in cur.description]
+        metric_idx = [(i, n) for i, n in enumerate(names) if n in METRICS]
+        base = {n: i for i, n in enumerate(names) if n in BASE_COLUMNS}
+        for row in cur:
+            metrics = {n: row[i] for i, n in metric_idx if row[i] is not None}
+            yield Reading(row[base["source"]], row[base["device"]], row[base["ts"]], metrics,
+                          row[base["seq"]], row[base["period_s"]] or 0.0, row[base["quality"]])
+
+    def count(self) -> int:
+        return self.db.execute("SELECT count(*) FROM readings").fetchone()[0]
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None

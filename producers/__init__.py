@@ -1,0 +1,1 @@
+"""Producers: one sub-package per source; each reads a device and publishes readings to the bus."""

@@ -1,0 +1,56 @@
+"""hhpc producer: the household power consumption dataset as a meter (the seed's hhpcserver, on MQTT).
+
+``mode = "live"`` publishes, every ``interval``, the dataset row for the same day-of-year and minute as
+*now* in local time, as the seed's REST server did. ``mode = "replay"`` publishes ``start``..``end`` at
+``speed`` x real time, or as fast as the broker takes it (``speed = 0``), in batches.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from bus.config import PluginConfig
+
+
+class Config(PluginConfig, kw_only=True, forbid_unknown_fields=True):
+    dataset: str = "data/hhpc-2024.txt"
+    device: str | None = None
+    """Device name in topics; default: the config section name."""
+    role: Literal["grid", "solar", "load", "battery"] = "load"
+    mode: Literal["live", "replay"] = "live"
+    interval: float = 60.0
+    """live: seconds between readings."""
+    start: str | None = None
+    """replay: first local date/time (ISO, site timezone); default the file's first row."""
+    end: str | None = None
+    """replay: local date/time to stop before (exclusive); default the end of the file."""
+    speed: float = 0.0
+    """replay: dataset minutes per real minute (1 = real time, 60 = an hour a minute); 0 = as fast as possible."""
+    batch: int = 1000
+    """replay: readings per message."""
+    repeat: bool = False
+    """replay: start over at the end (a looping demo device)."""
+
+    def __post_init__(self) -> None:
+        if self.interval <= 0:
+            raise ValueError("`interval` must be > 0 seconds")
+        if self.speed < 0:
+            raise ValueError("`speed` must be >= 0 (0 = as fast as the broker takes it)")
+        if not 1 <= self.batch <= 100_000:
+            raise ValueError("`batch` must be 1..100000 readings per message")
+        from datetime import datetime
+
+        for key in ("start", "end"):
+            value = getattr(self, key)
+            if value is not None:
+                try:
+                    datetime.fromisoformat(value)
+                except ValueError:
+                    raise ValueError(f"`{key}`: expected an ISO date or date-time like 2024-12-14T17:58, "
+                                     f"got {value!r}") from None
+
+
+def run(ctx, cfg: Config) -> None:
+    from producers.hhpc.player import play
+
+    play(ctx, cfg)

@@ -1,0 +1,119 @@
+"""The hhpc loops: live (the row for *now*) and replay (a time range, paced or flat out)."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from pathlib import Path
+
+from bus.producer import ProducerContext
+from producers.hhpc.dataset import BadRow, Row, iter_epochs, iter_rows, load_year, local_to_epoch_ms
+
+REPLAY_QUEUE_HIGH = 64
+"""Replay waits while this many messages are still queued: replay is not a device, backpressure is fine."""
+
+
+def play(ctx: ProducerContext, cfg) -> None:
+    device = cfg.device or ctx.name
+    path = Path(cfg.dataset)
+    if not path.exists():
+        ctx.log.error("dataset %s not found (make one with: wattbus dataset generate --year 2024 --out %s)",
+                      path, path)
+        ctx.set_device_status(device, False)
+        ctx.stopping.wait()
+        return
+    (_live if cfg.mode == "live" else _replay)(ctx, cfg, device, path)
+    ctx.set_device_status(device, False)
+
+
+def _on_bad(ctx: ProducerContext, path: Path):
+    def bad(b: BadRow) -> None:
+        ctx.counters.inc("bad_rows")
+        ctx.bad_input_log.warning("bad_row", "%s:%d: skipped bad row: %s", path, b.line, b.reason)
+
+    return bad
+
+
+def _reading(ts: int, row: Row, period_s: float) -> dict:
+    if row.metrics is None:
+        return {"ts": ts, "period_s": period_s, "quality": "missing", "metrics": {}}
+    return {"ts": ts, "period_s": period_s, "quality": "ok", "metrics": row.metrics}
+
+
+def _live(ctx: ProducerContext, cfg, device: str, path: Path) -> None:
+    table = load_year(path, on_bad=_on_bad(ctx, path))
+    ctx.log.info("live: %s loaded (%d rows, year %d); a reading every %.0f s", path, len(table), table.year,
+                 cfg.interval)
+    ctx.set_device_status(device, True)
+    while True:
+        now = time.time()
+        next_tick = (now // cfg.interval + 1) * cfg.interval
+        if ctx.wait(next_tick - now):
+            return
+        local = datetime.fromtimestamp(next_tick, ctx.tz).replace(tzinfo=None)
+        row = table.for_local(local)
+        ts = int(next_tick * 1000)
+        if row is None or row.metrics is None:
+            ctx.counters.inc("missing")
+            ctx.publish_reading(device, {}, ts=ts, period_s=cfg.interval, quality="missing")
+        else:
+            ctx.publish_reading(device, row.metrics, ts=ts, period_s=cfg.interval)
+
+
+def _replay(ctx: ProducerContext, cfg, device: str, path: Path) -> None:
+    start_ms = local_to_epoch_ms(datetime.fromisoformat(cfg.start), ctx.tz) if cfg.start else None
+    end_ms = local_to_epoch_ms(datetime.fromisoformat(cfg.end), ctx.tz) if cfg.end else None
+    ctx.set_device_status(device, True)
+    while True:
+        sent = _replay_once(ctx, cfg, device, path, start_ms, end_ms)
+        ctx.log.info("replay of %s done: %d readings", path, sent)
+        if not cfg.repeat or ctx.stopping.is_set():
+            break
+    if not ctx.stopping.is_set():
+        ctx.flush(timeout=60.0)
+        ctx.stopping.wait()  # stay up (status online) until told to stop, like any other device
+
+
+def _replay_once(ctx: ProducerContext, cfg, device: str, path: Path, start_ms, end_ms) -> int:
+    period = 60.0
+    batch: list[dict] = []
+    sent = 0
+    t0_wall = time.monotonic()
+    t0_data: int | None = None
+
+    def gap(row: Row) -> None:
+        ctx.counters.inc("nonexistent_local_times")
+
+    for ts, row in iter_epochs(iter_rows(path, on_bad=_on_bad(ctx, path)), ctx.tz, on_gap=gap):
+        if start_ms is not None and ts < start_ms:
+            continue
+        if end_ms is not None and ts >= end_ms:
+            break
+        if cfg.speed > 0:
+            t0_data = ts if t0_data is None else t0_data
+            due = t0_wall + (ts - t0_data) / 1000.0 / cfg.speed
+            wait = due - time.monotonic()
+            if wait > 0:
+                if batch:
+                    ctx.publish_readings(device, batch)
+                    sent += len(batch)
+                    batch = []
+                if ctx.wait(wait):
+                    return sent
+        batch.append(_reading(ts, row, period))
+        if len(batch) >= cfg.batch:
+            _backpressure(ctx)
+            ctx.publish_readings(device, batch)
+            sent += len(batch)
+            batch = []
+        if ctx.stopping.is_set():
+            return sent
+    if batch:
+        ctx.publish_readings(device, batch)
+        sent += len(batch)
+    return sent
+
+
+def _backpressure(ctx: ProducerContext) -> None:
+    while len(ctx.outbox) > REPLAY_QUEUE_HIGH and not ctx.stopping.is_set():
+        time.sleep(0.005)

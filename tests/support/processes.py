@@ -1,0 +1,80 @@
+"""wattbus processes as real subprocesses (``python -m wattbus run NAME``), as systemd would start them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from textwrap import dedent
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write_config(path: Path, broker, body: str = "", *, site_tz: str = "Europe/Brussels") -> Path:
+    """A wattbus.toml pointing at ``broker``, plus ``body`` (producer/consumer sections)."""
+    path.write_text(dedent(f"""\
+        [mqtt]
+        host = "{broker.host}"
+        port = {broker.port}
+        keepalive = 5
+
+        [site]
+        timezone = "{site_tz}"
+
+        [log]
+        level = "info"
+        """) + dedent(body))
+    return path
+
+
+class WattbusProcess:
+    def __init__(self, config: Path, name: str, *extra: str, log_dir: Path | None = None):
+        self.config, self.name, self.extra = config, name, extra
+        self.log = (log_dir or config.parent) / f"{name}{'-' + '-'.join(extra) if extra else ''}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "WattbusProcess":
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "wattbus", "-c", str(self.config), "run", self.name, *self.extra],
+            cwd=self.config.parent, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, env=env,
+        )
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def terminate(self, timeout: float = 15.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def wait_output(self, text: str, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.output():
+                return
+            if not self.alive():
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"{self.name}: {text!r} not in output:\n{self.output()[-3000:]}")
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 60.0) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return subprocess.run([sys.executable, "-m", "wattbus", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=env)

@@ -1,0 +1,3 @@
+from wattbus.cli import main
+
+raise SystemExit(main())
