@@ -156,7 +156,9 @@ def parse_config(text: str, path: Path, resolve: Resolver) -> AppConfig:
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
+        where = re.search(r"\(at line (\d+), column \d+\)", str(exc))
+        line = f":{where.group(1)}" if where else ""
+        raise ConfigError([f"{path}{line}: not valid TOML: {exc}"]) from None
     lines = _KeyLines(text)
     problems: list[str] = []
     top_raw = {k: v for k, v in raw.items() if k not in ("producer", "consumer")}
@@ -208,6 +210,7 @@ def _plugins(raw: dict, kind: str, path: Path, lines: _KeyLines, resolve: Resolv
 
 _AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
 _UNKNOWN = re.compile(r"Object contains unknown field `(?P<field>[^`]+)`")
+_POST_INIT_KEY = re.compile(r"^`(?P<key>[A-Za-z0-9_]+)`:? (?P<rest>.*)$", re.S)
 _MISSING = re.compile(r"Object missing required field `(?P<field>[^`]+)`")
 
 
@@ -228,9 +231,28 @@ def _describe(path: Path, lines: _KeyLines, base: tuple[str, ...], exc: Exceptio
     elif mm := _MISSING.match(msg):
         keys += (mm.group("field"),)
         msg = "missing required key"
+    elif k := _POST_INIT_KEY.match(msg):  # our own checks say "`key`: what is expected"
+        keys += (k.group("key"),)
+        msg = k.group("rest")
+    elif msg.startswith("Invalid enum value") and sub:
+        choices = _literal_choices(_struct_at(cls, sub[:-1]), sub[-1])
+        msg = msg.replace("Invalid enum value", "invalid value") + (
+            f"; expected one of: {', '.join(repr(c) for c in choices)}" if choices else "")
     else:
         msg = msg.replace("Expected", "expected")
     return f"{path}:{lines.find(keys)}: {'.'.join(keys) or '(top level)'}: {msg}"
+
+
+def _literal_choices(struct: type | None, field: str) -> tuple:
+    import typing
+
+    if struct is None:
+        return ()
+    hint = typing.get_type_hints(struct).get(field)
+    for candidate in (hint, *typing.get_args(hint)):
+        if typing.get_origin(candidate) is typing.Literal:
+            return typing.get_args(candidate)
+    return ()
 
 
 def _struct_at(cls: type, sub: tuple[str, ...]) -> type | None:

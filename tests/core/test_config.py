@@ -1,0 +1,75 @@
+"""Bad config: exit 2, no traceback, and the message names the file, the line, the key, what is expected."""
+
+from pathlib import Path
+
+from tests.support.processes import run_cli
+
+GOOD = """\
+[mqtt]
+host = "127.0.0.1"
+port = 1883
+
+[site]
+timezone = "Europe/Brussels"
+
+[producer.house]
+type = "hhpc"
+dataset = "data/hhpc-2024.txt"
+role = "load"
+
+[consumer.store]
+type = "store"
+sink = "sqlite:///tmp/wattbus-test.db"
+"""
+
+
+def check(tmp_path: Path, text: str):
+    cfg = tmp_path / "wattbus.toml"
+    cfg.write_text(text)
+    return cfg, run_cli("-c", str(cfg), "check-config")
+
+
+def test_good_config_passes(tmp_path):
+    cfg, r = check(tmp_path, GOOD)
+    assert r.returncode == 0, r.stderr
+    assert "house" in r.stdout and "store" in r.stdout
+
+
+def test_misspelt_key_exits_2_naming_file_line_and_key(tmp_path):
+    cfg, r = check(tmp_path, GOOD.replace("dataset =", "datset ="))
+    assert r.returncode == 2
+    assert f"{cfg}:10: producer.house.datset: unknown key; did you mean `dataset`?" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_wrong_type_and_bad_value_are_both_reported(tmp_path):
+    text = GOOD.replace("port = 1883", 'port = "1883"').replace('role = "load"', 'role = "fridge"')
+    cfg, r = check(tmp_path, text)
+    assert r.returncode == 2
+    assert f"{cfg}:3: mqtt.port: expected `int`, got `str`" in r.stderr
+    assert "producer.house.role" in r.stderr and "'load'" in r.stderr
+
+
+def test_unknown_plugin_type_and_bad_timezone(tmp_path):
+    text = GOOD.replace('type = "store"', 'type = "stroe"').replace("Europe/Brussels", "Europe/Atlantis")
+    cfg, r = check(tmp_path, text)
+    assert r.returncode == 2
+    assert "consumer.store.type: unknown consumer type 'stroe'" in r.stderr
+    assert "site.timezone" in r.stderr and "Europe/Atlantis" in r.stderr
+
+
+def test_invalid_toml_names_the_line(tmp_path):
+    cfg, r = check(tmp_path, GOOD + "\n[consumer.x\n")
+    assert r.returncode == 2 and f"{cfg}:17: not valid TOML" in r.stderr
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    r = run_cli("-c", str(tmp_path / "nope.toml"), "check-config")
+    assert r.returncode == 2 and "cannot read config file" in r.stderr
+
+
+def test_run_with_a_bad_config_exits_2_before_connecting(tmp_path):
+    cfg = tmp_path / "wattbus.toml"
+    cfg.write_text(GOOD.replace("batch", "x").replace('sink =', 'snk ='))
+    r = run_cli("-c", str(cfg), "run", "store", timeout=30)
+    assert r.returncode == 2 and "consumer.store.snk: unknown key" in r.stderr
