@@ -1,0 +1,299 @@
+"""A simulated MCP3208 behind the ``spidev.SpiDev`` interface (``open``, ``mode``, ``max_speed_hz``, ``xfer2``,
+``close``): the demo's ADC and the tests' device.
+
+It answers at the bit level, the way the chip's serial interface does (datasheet DS21298E, section 6), so
+a reader with a wrong frame gets wrong codes exactly as it would from the real chip:
+
+* the chip ignores leading zeros on DIN; the first 1 is the **start bit**;
+* the next four bits are SGL/DIFF, D2, D1, D0 (single-ended: channel D2D1D0; pseudo-differential: IN+ is
+  channel D2D1D0 and IN- its pair partner D2D1D0 ^ 1, a negative difference reads 0);
+* one clock to sample (DOUT still high-impedance), a null bit 0, B11..B0 MSB first, then B1..B11 LSB
+  first, then zeros for as long as CS stays low;
+* a frame that ends before D0 (or has no start bit) starts no conversion and DOUT stays high-impedance.
+
+What the host reads while DOUT is high-impedance is ``hiz_bit`` (1: a floating MISO line that floats high).
+``lsbfirst`` reverses the bits of every byte both ways, ``cshigh`` never selects the chip, and SPI modes 1
+and 2 (the chip supports only 0,0 and 1,1) are modelled as both sides seeing the other one clock late.
+
+Time base: the emulator has its own clock. Each conversion (one ``xfer2``, one CS assertion) samples the
+input pins at the current emulated time and advances the clock by ``sample_period_s``, so the waveform a
+reader sees is consistent however slowly Python runs. ``clock.sleep_until_ns`` (what the reader's pacing
+calls) advances emulated time without real waiting. With ``realtime`` set, an idle gap in real time longer
+than ``resync_gap_s`` (the producer waiting for its next interval) moves the emulated clock by that gap,
+so load profiles follow the wall clock in the demo.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+ADC_COUNTS = 4096
+FULL_SCALE = ADC_COUNTS - 1
+
+_REVERSE8 = bytes(int(f"{b:08b}"[::-1], 2) for b in range(256))
+_REVERSE11 = [int(f"{c:011b}"[::-1], 2) for c in range(2048)]
+
+
+@dataclass(frozen=True)
+class Harmonic:
+    """A harmonic of a channel's fundamental: ``order`` (3 = 150 Hz on a 50 Hz grid), amplitude as a
+    fraction of the fundamental, phase in degrees relative to the fundamental's own phase."""
+
+    order: int
+    fraction: float
+    phase_deg: float = 0.0
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A load profile: (time s, scale) points, linear in between, repeating every ``period_s`` (default:
+    the last point's time). Scales the AC amplitude of a channel over emulated time."""
+
+    points: tuple[tuple[float, float], ...]
+    period_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.points:
+            raise ValueError("a profile needs at least one (time, scale) point")
+        times = [t for t, _ in self.points]
+        if times != sorted(times) or times[0] < 0:
+            raise ValueError("profile times must start at >= 0 and increase")
+
+    def scale_at(self, t: float) -> float:
+        times = [p[0] for p in self.points]
+        period = self.period_s if self.period_s is not None else times[-1]
+        if period > 0:
+            t = t % period
+        return float(np.interp(t, times, [p[1] for p in self.points]))
+
+
+@dataclass(frozen=True)
+class Waveform:
+    """What one input pin sees, in volts: ``bias_v + scale(t) * amplitude_v * (sin(w t + phase)
+    + sum(fraction * sin(order * (w t + phase) + harmonic phase))) + noise``."""
+
+    amplitude_v: float = 0.0
+    bias_v: float = 1.65
+    frequency_hz: float = 50.0
+    phase_deg: float = 0.0
+    harmonics: tuple[Harmonic, ...] = ()
+    noise_v: float = 0.0
+    """Standard deviation of white Gaussian noise added to every sample."""
+    profile: Profile | None = None
+
+    def at(self, t: float, rng: np.random.Generator | None = None) -> float:
+        """Pin voltage at emulated time ``t`` (seconds)."""
+        arg = 2 * math.pi * self.frequency_hz * t + math.radians(self.phase_deg)
+        ac = math.sin(arg)
+        for h in self.harmonics:
+            ac += h.fraction * math.sin(h.order * arg + math.radians(h.phase_deg))
+        if self.profile is not None:
+            ac *= self.profile.scale_at(t)
+        v = self.bias_v + self.amplitude_v * ac
+        if self.noise_v and rng is not None:
+            v += self.noise_v * rng.standard_normal()
+        return v
+
+    def many(self, t: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
+        """Vectorised ``at`` for an array of times (tests and benchmarks)."""
+        arg = 2 * np.pi * self.frequency_hz * np.asarray(t, dtype=np.float64) + math.radians(self.phase_deg)
+        ac = np.sin(arg)
+        for h in self.harmonics:
+            ac += h.fraction * np.sin(h.order * arg + math.radians(h.phase_deg))
+        if self.profile is not None:
+            ac *= np.array([self.profile.scale_at(x) for x in np.atleast_1d(t)])
+        v = self.bias_v + self.amplitude_v * ac
+        if self.noise_v and rng is not None:
+            v = v + self.noise_v * rng.standard_normal(v.shape)
+        return v
+
+
+def code_of_volts(v: float, vref: float) -> int:
+    """The ideal 12-bit transfer function, ``code = floor(4096 * Vin / Vref)``, clipped to 0..4095."""
+    c = math.floor(v * ADC_COUNTS / vref)
+    return 0 if c < 0 else FULL_SCALE if c > FULL_SCALE else c
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """How the chip answers one particular frame: decided once per distinct frame, then cached."""
+
+    nbytes: int
+    converts: bool
+    positive: int = 0      # channel on IN+
+    negative: int = -1     # channel on IN- (-1: single-ended, against ground)
+    hiz_word: int = 0      # rx bits that are high-impedance, already set to the hiz value
+    msb_shift: int = 0     # B11..B0 placement: code << shift (negative: >> -shift)
+    lsb_shift: int = 0     # B1..B11 (LSB-first tail) placement
+
+
+class EmulatedClock:
+    """The emulator's time base in integer nanoseconds; what the reader uses instead of the host clock."""
+
+    def __init__(self, realtime: Callable[[], float] | None = None, resync_gap_s: float = 0.1):
+        self.t_ns = 0
+        self._realtime = realtime
+        self._resync_gap = resync_gap_s
+        self._last_real = realtime() if realtime else 0.0
+
+    def _tick(self) -> None:
+        if self._realtime is None:
+            return
+        real = self._realtime()
+        gap = real - self._last_real
+        self._last_real = real
+        if gap > self._resync_gap:
+            self.t_ns += int(gap * 1e9)
+
+    def now_ns(self) -> int:
+        self._tick()
+        return self.t_ns
+
+    def sleep_until_ns(self, t_ns: int) -> None:
+        if t_ns > self.t_ns:
+            self.t_ns = t_ns
+
+
+@dataclass
+class Mcp3208Emulator:
+    """Drop-in for ``spidev.SpiDev`` talking to an MCP3208 whose input pins carry ``channels``."""
+
+    channels: Mapping[int, Waveform] = field(default_factory=dict)
+    vref: float = 3.3
+    sample_period_s: float = 24e-6
+    """Emulated time one conversion (one xfer2) takes; 24 SPI clocks at 1 MHz by default."""
+    seed: int | None = 0
+    realtime: Callable[[], float] | None = None
+    resync_gap_s: float = 0.1
+    hiz_bit: int = 1
+
+    # spidev.SpiDev attributes
+    mode: int = 0
+    max_speed_hz: int = 125_000_000
+    bits_per_word: int = 8
+    lsbfirst: bool = False
+    cshigh: bool = False
+
+    def __post_init__(self) -> None:
+        for ch in self.channels:
+            if not 0 <= ch <= 7:
+                raise ValueError(f"MCP3208 channel {ch} does not exist (0..7)")
+        self.clock = EmulatedClock(self.realtime, self.resync_gap_s)
+        self._rng = np.random.default_rng(self.seed)
+        self._period_ns = max(1, round(self.sample_period_s * 1e9))
+        self._plans: dict[tuple, _Plan] = {}
+        self._open = False
+        self.conversions = 0
+
+    # -- spidev.SpiDev interface -------------------------------------------------------------------
+    def open(self, bus: int = 0, device: int = 0) -> None:
+        self._open = True
+
+    def close(self) -> None:
+        self._open = False
+
+    def xfer2(self, data: Sequence[int], speed_hz: int = 0, delay_usec: int = 0,
+              bits_per_word: int = 0) -> list[int]:
+        """One CS assertion: clock ``data`` out on MOSI, return what came back on MISO."""
+        if not self._open:
+            raise OSError(9, "Bad file descriptor (SpiDev not open)")
+        tx = bytes(data)  # ValueError for values outside 0..255, as spidev refuses them too
+        self.clock._tick()
+        key = (tx, self.mode, self.lsbfirst, self.cshigh)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = self._plan(tx)
+        t_s = self.clock.t_ns * 1e-9
+        self.clock.t_ns += self._period_ns
+        self.conversions += 1
+        word = plan.hiz_word
+        if plan.converts:
+            code = self._convert(plan, t_s)
+            s = plan.msb_shift
+            word |= code << s if s >= 0 else code >> -s
+            s = plan.lsb_shift
+            tail = _REVERSE11[code >> 1]
+            word |= tail << s if s >= 0 else tail >> -s
+            word &= (1 << (8 * plan.nbytes)) - 1
+        rx = word.to_bytes(plan.nbytes, "big")
+        if self.lsbfirst:
+            rx = rx.translate(_REVERSE8)
+        return list(rx)
+
+    # -- the chip ---------------------------------------------------------------------------------------
+    def pin_volts(self, channel: int, t_s: float) -> float:
+        wave = self.channels.get(channel)
+        return 0.0 if wave is None else wave.at(t_s, self._rng)
+
+    def _convert(self, plan: _Plan, t_s: float) -> int:
+        v = self.pin_volts(plan.positive, t_s)
+        if plan.negative >= 0:
+            v -= self.pin_volts(plan.negative, t_s)
+        return code_of_volts(v, self.vref)
+
+    def _plan(self, tx: bytes) -> _Plan:
+        n = 8 * len(tx)
+        hiz_all = ((1 << n) - 1) if self.hiz_bit else 0
+        if n == 0 or self.cshigh:  # chip never selected: MISO floats for the whole transfer
+            return _Plan(len(tx), False, hiz_word=hiz_all)
+        if self.lsbfirst:
+            tx = tx.translate(_REVERSE8)
+        word = int.from_bytes(tx, "big")
+        skew = self.mode in (1, 2)
+        if skew:  # the chip samples DIN one clock late: it sees the stream shifted right by one bit
+            word >>= 1
+        if word == 0:
+            return _Plan(len(tx), False, hiz_word=hiz_all)
+        s = n - word.bit_length()  # clock index (0 = first) of the start bit
+        if s + 4 >= n:  # the frame ends before D0: no conversion starts
+            return _Plan(len(tx), False, hiz_word=hiz_all)
+        config = (word >> (n - 1 - (s + 4))) & 0xF
+        single, d = config >> 3, config & 0x7
+        positive, negative = (d, -1) if single else (d, d ^ 1)
+        # DOUT is high-impedance up to and including the sample clock s+5, null bit at s+6, B11 at s+7.
+        hiz_clocks = s + 6
+        hiz_word = 0
+        if self.hiz_bit:
+            hiz_word = ((1 << hiz_clocks) - 1) << (n - hiz_clocks)
+        msb_shift = n - 1 - (s + 18)  # B0 lands on clock s+18
+        lsb_shift = n - 1 - (s + 29)  # the LSB-first tail ends with B11 on clock s+29
+        if skew:  # and the host reads DOUT one clock late
+            hiz_word = (hiz_word >> 1) | ((1 << (n - 1)) if self.hiz_bit else 0)
+            msb_shift -= 1
+            lsb_shift -= 1
+        return _Plan(len(tx), True, positive, negative, hiz_word, msb_shift, lsb_shift)
+
+
+def circuit_waveforms(*, vref: float, frequency_hz: float, voltage_channel: int | None, voltage_v: float,
+                      voltage_cal: float, current_channels: Sequence[int], currents_a: Sequence[float],
+                      power_factors: Sequence[float], current_cal: Sequence[float], bias_v: float | None = None,
+                      noise_v: float = 0.0, voltage_harmonics: Sequence[Harmonic] = (),
+                      current_harmonics: Sequence[Harmonic] = (), profile: Profile | None = None,
+                      lagging: bool = True) -> dict[int, Waveform]:
+    """Pin waveforms for a physical description: mains at ``voltage_v`` rms, each current channel carrying
+    ``currents_a`` rms at a power factor (negative: the power flows against the sensor's arrow, e.g. a grid
+    circuit exporting). Calibrations map physical units to pin volts exactly as the reader maps them back.
+    """
+    bias = vref / 2 if bias_v is None else bias_v
+    out: dict[int, Waveform] = {}
+    if voltage_channel is not None:
+        out[voltage_channel] = Waveform(voltage_v * math.sqrt(2) / voltage_cal, bias, frequency_hz, 0.0,
+                                        tuple(voltage_harmonics), noise_v)
+    for ch, amps, pf, cal in zip(current_channels, currents_a, power_factors, current_cal, strict=True):
+        phi = math.degrees(math.acos(min(1.0, abs(pf))))
+        phase = -phi if lagging else phi
+        if pf < 0:
+            phase += 180.0
+        out[ch] = Waveform(amps * math.sqrt(2) / cal, bias, frequency_hz, phase, tuple(current_harmonics),
+                           noise_v, profile)
+    return out
+
+
+def host_time() -> float:
+    """The real clock the demo's emulator resynchronises to across idle gaps."""
+    return time.monotonic()
