@@ -89,7 +89,7 @@ class CircuitRunner:
     def metrics(self, a: Analysis, now_s: float) -> dict[str, float]:
         """The reading's metrics; also advances the energy counters by this reading's power."""
         current = float(a.irms.sum())
-        m: dict[str, float] = {}
+        m: dict[str, float] = {}  # plain floats only: numpy scalars do not serialise
         if a.vrms is not None and a.real_power is not None:
             power = self.sign * float(a.real_power.sum())
             apparent = a.vrms * current

@@ -148,7 +148,7 @@ class EmulatedClock:
         gap = real - self._last_real
         self._last_real = real
         if gap > self._resync_gap:
-            self.t_ns += int(gap * 1e9)
+            self.t_ns += round(gap * 1e9)
 
     def now_ns(self) -> int:
         self._tick()

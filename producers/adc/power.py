@@ -137,7 +137,7 @@ def analyse(codes: np.ndarray, *, step_s: float, delays_s: Sequence[float] | np.
     cycles = crossings.size - 1
     frequency = None
     if cycles >= 1 and step_s > 0:
-        f = cycles / ((crossings[-1] - crossings[0]) * step_s)
+        f = float(cycles / ((crossings[-1] - crossings[0]) * step_s))
         if 0.5 * nominal_hz <= f <= 2.0 * nominal_hz:
             frequency = f
         else:

@@ -31,7 +31,9 @@ def read(cfg: Config, name: str, *, emu: Mcp3208Emulator | None = None, start_ns
     runner = CircuitRunner(name, cfg.circuits[name], cfg)
     window = Mcp3208(emu).sample(runner.channels, cfg.steps, cfg.step_ns)
     analysis = runner.analyse(window)
-    return analysis, runner.metrics(analysis, now_s=0.0)
+    metrics = runner.metrics(analysis, now_s=0.0)
+    assert all(type(v) is float for v in metrics.values()), metrics  # what the envelope can encode
+    return analysis, metrics
 
 
 def close(measured: float, truth: float, tol: float = TOL) -> bool:

@@ -1,0 +1,140 @@
+"""``wattbus bench adc``: how fast the maths and the emulated SPI path run (printed, never asserted).
+
+* maths: samples/s through ``power.analyse`` (DESIGN target: >= 1,000,000 samples/s on one core), for the
+  default window (60 samples/wave x 10 waves, V + I) and a large one (V + 3 I, 50 waves);
+* SPI: frames/s through the emulator's ``xfer2`` alone and through the reader's sampling loop, and the
+  reader loop's own cost per conversion against a do-nothing SPI device (what is left for the ioctl on a Pi).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from producers.adc.emulator import Mcp3208Emulator, Waveform
+from producers.adc.mcp3208 import Mcp3208, frame
+from producers.adc.power import analyse, ratio
+
+
+def _timed(fn: Callable[[], int], seconds: float) -> tuple[float, float, float]:
+    """(units per CPU second, CPU seconds per wall second, calls per CPU second) running ``fn`` for
+    ``seconds``. Rates are per CPU second of this process, so a busy machine does not understate them;
+    the CPU share says how much of a core the run actually got."""
+    fn()  # warm up
+    units = calls = 0
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    while (elapsed := time.perf_counter() - t0) < seconds:
+        units += fn()
+        calls += 1
+    cpu = max(time.process_time() - cpu0, 1e-9)
+    return units / cpu, cpu / elapsed, calls / cpu
+
+
+def _window(currents: int, steps: int, spw: int = 60) -> tuple[np.ndarray, float, np.ndarray]:
+    n = np.arange(steps)
+    rng = np.random.default_rng(0)
+    rows = [2048 + 1100 * np.sin(2 * np.pi * n / spw)]
+    rows += [2048 + 600 * np.sin(2 * np.pi * n / spw - 0.3 * (k + 1)) for k in range(currents)]
+    codes = np.clip(np.floor(np.array(rows) + rng.normal(0, 1.5, (len(rows), steps))), 0, 4095).astype(np.int16)
+    step_s = 1 / (50 * spw)
+    delays = np.arange(len(rows)) * 24e-6
+    return codes, step_s, delays
+
+
+def bench_maths(seconds: float, currents: int, waves: int) -> None:
+    codes, step_s, delays = _window(currents, 60 * waves)
+    kw = dict(step_s=step_s, delays_s=delays, has_voltage=True, v_ratio=ratio(234.26, 3.3),
+              i_ratios=[ratio(90.9, 3.3)] * currents, phase_deg=[0.0] * currents, nominal_hz=50.0)
+
+    def one() -> int:
+        analyse(codes, **kw)
+        return codes.size
+
+    rate, cpu, calls = _timed(one, seconds)
+    print(f"maths   V+{currents}I x {60 * waves:5d} steps : {rate / 1e6:7.2f} M samples/s  "
+          f"({1e6 / calls:6.0f} us per window; got {cpu:.2f} of a core)")
+
+
+class _NullSpi:
+    """A device that answers instantly: isolates the reader loop's own cost."""
+
+    mode, max_speed_hz = 0, 1_000_000
+    _rx = [0xFF, 0xE8, 0x00]
+
+    def xfer2(self, data: list[int]) -> list[int]:
+        return self._rx
+
+
+class _NullClock:
+    def now_ns(self) -> int:
+        return 0
+
+    def sleep_until_ns(self, t_ns: int) -> None:
+        pass
+
+
+def bench_spi(seconds: float) -> None:
+    emu = Mcp3208Emulator({0: Waveform(1.3, 1.65, 50.0, noise_v=0.001),
+                           1: Waveform(0.6, 1.65, 50.0, -30.0, noise_v=0.001)}, vref=3.3)
+    emu.open(0, 0)
+    f0 = frame(0)
+
+    def raw() -> int:
+        for _ in range(1000):
+            emu.xfer2(f0)
+        return 1000
+
+    rate, cpu, _ = _timed(raw, seconds)
+    print(f"spi     emulator xfer2 alone      : {rate / 1e3:7.1f} k frames/s  ({1e6 / rate:.2f} us per frame; "
+          f"got {cpu:.2f} of a core)")
+    adc = Mcp3208(emu)
+
+    def window() -> int:
+        w = adc.sample([0, 1], 600, 333_333)
+        return w.codes.size
+
+    rate, _, calls = _timed(window, seconds)
+    print(f"spi     reader loop on emulator   : {rate / 1e3:7.1f} k frames/s  "
+          f"({1e3 / calls:.1f} ms per 600-step V+I window)")
+    null = Mcp3208(_NullSpi(), _NullClock())
+
+    def loop_only() -> int:
+        return null.sample([0, 1], 600, 0).codes.size
+
+    rate, _, _ = _timed(loop_only, seconds)
+    print(f"spi     reader loop, instant SPI  : {rate / 1e3:7.1f} k frames/s  "
+          f"({1e6 / rate:.2f} us per conversion of Python overhead)")
+    emu2 = Mcp3208Emulator(dict(emu.channels), vref=3.3)
+    emu2.open(0, 0)
+    adc2 = Mcp3208(emu2)
+    kw = dict(has_voltage=True, v_ratio=ratio(234.26, 3.3), i_ratios=[ratio(90.9, 3.3)], phase_deg=[0.0],
+              nominal_hz=50.0)
+
+    def reading() -> int:
+        w = adc2.sample([0, 1], 600, 333_333)
+        analyse(w.codes, step_s=w.step_s, delays_s=w.delays_s, **kw)
+        return 1
+
+    rate, cpu, _ = _timed(reading, seconds)
+    print(f"reading sample + maths (emulator) : {1e3 / rate:7.2f} ms per circuit reading "
+          f"(= {100 / rate:.2f} % of a core at one reading a second)")
+
+
+def bench(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="wattbus bench adc", description=__doc__.split("\n\n")[0])
+    p.add_argument("--seconds", type=float, default=1.0, help="time per figure (default 1 s)")
+    args = p.parse_args(argv)
+    print(f"wattbus bench adc: numpy {np.__version__}, {os.cpu_count()} CPU(s), {args.seconds:g} s per figure; "
+          "rates per CPU second of one process")
+    bench_maths(args.seconds, currents=1, waves=10)
+    bench_maths(args.seconds, currents=3, waves=50)
+    bench_spi(args.seconds)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(bench(__import__("sys").argv[1:]))
