@@ -52,8 +52,8 @@ def start_time(cfg: Config, site: Site) -> float:
 class _StateSaver:
     """Publishes retained states, but only after the readings they account for are acknowledged."""
 
-    def __init__(self, ctx: ProducerContext):
-        self.ctx = ctx
+    def __init__(self, ctx: ProducerContext, min_interval_s: float = 1.0):
+        self.ctx, self.min_interval_s = ctx, min_interval_s
         self._pending: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -84,6 +84,7 @@ class _StateSaver:
             self._wake.clear()
             if self._pending and self.ctx.flush(1.0):
                 self._publish()
+                self.ctx.stopping.wait(self.min_interval_s)  # an accelerated clock needs no more than this
             elif self._pending:
                 self._wake.set()  # not acknowledged yet: look again
 
