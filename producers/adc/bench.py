@@ -39,7 +39,8 @@ def _window(currents: int, steps: int, spw: int = 60) -> tuple[np.ndarray, float
     rng = np.random.default_rng(0)
     rows = [2048 + 1100 * np.sin(2 * np.pi * n / spw)]
     rows += [2048 + 600 * np.sin(2 * np.pi * n / spw - 0.3 * (k + 1)) for k in range(currents)]
-    codes = np.clip(np.floor(np.array(rows) + rng.normal(0, 1.5, (len(rows), steps))), 0, 4095).astype(np.int16)
+    noisy = np.floor(np.array(rows) + rng.normal(0, 1.5, (len(rows), steps)))
+    codes = np.clip(noisy, 0, 4095).astype(np.int16)
     step_s = 1 / (50 * spw)
     delays = np.arange(len(rows)) * 24e-6
     return codes, step_s, delays
@@ -63,10 +64,8 @@ class _NullSpi:
     """A device that answers instantly: isolates the reader loop's own cost."""
 
     mode, max_speed_hz = 0, 1_000_000
-    _rx = [0xFF, 0xE8, 0x00]
-
     def xfer2(self, data: list[int]) -> list[int]:
-        return self._rx
+        return [0xFF, 0xE8, 0x00]
 
 
 class _NullClock:
@@ -89,7 +88,8 @@ def bench_spi(seconds: float) -> None:
         return 1000
 
     rate, cpu, _ = _timed(raw, seconds)
-    print(f"spi     emulator xfer2 alone      : {rate / 1e3:7.1f} k frames/s  ({1e6 / rate:.2f} us per frame; "
+    print(f"spi     emulator xfer2 alone      : {rate / 1e3:7.1f} k frames/s  "
+          f"({1e6 / rate:.2f} us per frame; "
           f"got {cpu:.2f} of a core)")
     adc = Mcp3208(emu)
 
@@ -128,7 +128,8 @@ def bench(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="wattbus bench adc", description=__doc__.split("\n\n")[0])
     p.add_argument("--seconds", type=float, default=1.0, help="time per figure (default 1 s)")
     args = p.parse_args(argv)
-    print(f"wattbus bench adc: numpy {np.__version__}, {os.cpu_count()} CPU(s), {args.seconds:g} s per figure; "
+    print(f"wattbus bench adc: numpy {np.__version__}, {os.cpu_count()} CPU(s), "
+          f"{args.seconds:g} s per figure; "
           "rates per CPU second of one process")
     bench_maths(args.seconds, currents=1, waves=10)
     bench_maths(args.seconds, currents=3, waves=50)

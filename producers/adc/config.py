@@ -108,7 +108,8 @@ class Circuit(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         if self.voltage_channel is not None and self.voltage_from is not None:
             raise ValueError("`voltage_from` is for circuits without a `voltage_channel`; set one of them")
         if self.voltage_from is not None and not _VOLTAGE_FROM.match(self.voltage_from):
-            raise ValueError(f"`voltage_from` must be \"source/device\" (source one of {', '.join(SOURCES)}), "
+            raise ValueError(f"`voltage_from` must be \"source/device\" "
+                             f"(source one of {', '.join(SOURCES)}), "
                              f"got {self.voltage_from!r}")
         n = len(self.current_channels)
         for key in ("current_cal", "phase_deg"):
@@ -140,7 +141,8 @@ class Circuit(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 def _check_harmonics(harmonics: list[list[float]], key: str) -> None:
     for h in harmonics:
         if h[0] != int(h[0]) or h[0] < 2:
-            raise ValueError(f"`{key}`: each entry is [order, fraction(, phase_deg)] with a whole order >= 2, "
+            raise ValueError(f"`{key}`: each entry is [order, fraction(, phase_deg)] "
+                             f"with a whole order >= 2, "
                              f"got {h}")
 
 
@@ -195,7 +197,8 @@ class Config(PluginConfig, kw_only=True, forbid_unknown_fields=True):
                 raise ValueError(f"circuit {name!r}: device name must match {NAME_PATTERN} "
                                  f"(set `device` or rename the table)")
             if device in devices:
-                raise ValueError(f"circuits {devices[device]!r} and {name!r} publish the same device {device!r}")
+                raise ValueError(f"circuits {devices[device]!r} and {name!r} publish the same "
+                                 f"device {device!r}")
             devices[device] = name
             for ch in c.current_channels:
                 if ch in current_owner:

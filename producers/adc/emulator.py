@@ -1,5 +1,5 @@
-"""A simulated MCP3208 behind the ``spidev.SpiDev`` interface (``open``, ``mode``, ``max_speed_hz``, ``xfer2``,
-``close``): the demo's ADC and the tests' device.
+"""A simulated MCP3208 behind the ``spidev.SpiDev`` interface (``open``, ``mode``, ``max_speed_hz``,
+``xfer2``, ``close``): the demo's ADC and the tests' device.
 
 It answers at the bit level, the way the chip's serial interface does (datasheet DS21298E, section 6), so
 a reader with a wrong frame gets wrong codes exactly as it would from the real chip:
@@ -132,7 +132,7 @@ class Waveform:
 def code_of_volts(v: float, vref: float) -> int:
     """The ideal 12-bit transfer function, ``code = floor(4096 * Vin / Vref)``, clipped to 0..4095."""
     c = math.floor(v * ADC_COUNTS / vref)
-    return 0 if c < 0 else FULL_SCALE if c > FULL_SCALE else c
+    return 0 if c < 0 else min(c, FULL_SCALE)
 
 
 @dataclass(frozen=True)
@@ -171,8 +171,7 @@ class EmulatedClock:
         return self.t_ns
 
     def sleep_until_ns(self, t_ns: int) -> None:
-        if t_ns > self.t_ns:
-            self.t_ns = t_ns
+        self.t_ns = max(self.t_ns, t_ns)
 
 
 @dataclass
@@ -294,8 +293,9 @@ class Mcp3208Emulator:
 
 def circuit_waveforms(*, vref: float, frequency_hz: float, voltage_channel: int | None, voltage_v: float,
                       voltage_cal: float, current_channels: Sequence[int], currents_a: Sequence[float],
-                      power_factors: Sequence[float], current_cal: Sequence[float], bias_v: float | None = None,
-                      noise_v: float = 0.0, voltage_harmonics: Sequence[Harmonic] = (),
+                      power_factors: Sequence[float], current_cal: Sequence[float],
+                      bias_v: float | None = None, noise_v: float = 0.0,
+                      voltage_harmonics: Sequence[Harmonic] = (),
                       current_harmonics: Sequence[Harmonic] = (), profile: Profile | None = None,
                       lagging: bool = True) -> dict[int, Waveform]:
     """Pin waveforms for a physical description: mains at ``voltage_v`` rms, each current channel carrying

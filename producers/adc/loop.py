@@ -89,8 +89,9 @@ def run(ctx, cfg: Config) -> None:
     failures = {r.device: 0 for r in runners}
     for r in runners:
         ctx.set_device_status(r.device, True)
+    where = "the emulator" if cfg.spi == "sim" else f"/dev/spidev{cfg.spi_bus}.{cfg.spi_cs}"
     ctx.log.info("sampling %d circuit(s) on %s: %d samples per wave, %d waves per reading, every %g s",
-                 len(runners), "the emulator" if cfg.spi == "sim" else f"/dev/spidev{cfg.spi_bus}.{cfg.spi_cs}",
+                 len(runners), where,
                  cfg.samples_per_wave, cfg.waves_per_reading, cfg.interval)
     next_at = time.monotonic()
     try:

@@ -80,7 +80,8 @@ def test_current_only_circuit_uses_the_voltage_of_a_circuit_in_the_same_process(
 
 
 def test_a_remote_voltage_is_subscribed_to():
-    cfg = config(ct={"current_channels": [2], "voltage_from": "shelly/pro3em", "voltage_metric": "voltage_l1_v"})
+    cfg = config(ct={"current_channels": [2], "voltage_from": "shelly/pro3em",
+                     "voltage_metric": "voltage_l1_v"})
     ctx = RecordingContext(rounds=1)
     adc_loop.run(ctx, cfg)
     assert ctx.subscriptions == ["shelly/pro3em/reading"]
@@ -94,7 +95,8 @@ def test_state_is_restored_and_saved_before_each_reading():
     assert kinds == ["state", "reading"] * 3
     readings = [m for _, _, m in ctx.of("reading")]
     assert readings[0]["energy_import_wh"] > 1000.0 and readings[0]["energy_export_wh"] == 5.0
-    assert ctx.of("state")[-1][2]["energy_import_wh"] == pytest.approx(readings[-1]["energy_import_wh"], abs=1e-3)
+    saved = ctx.of("state")[-1][2]
+    assert saved["energy_import_wh"] == pytest.approx(readings[-1]["energy_import_wh"], abs=1e-3)
 
 
 def test_an_unusable_state_is_counted_and_counting_starts_from_zero():

@@ -10,7 +10,7 @@ import pytest
 
 from producers.adc import Config
 from producers.adc.circuit import CircuitRunner
-from producers.adc.emulator import Harmonic, Mcp3208Emulator, Waveform
+from producers.adc.emulator import Mcp3208Emulator, Waveform
 from producers.adc.loop import build_emulator
 from producers.adc.mcp3208 import Mcp3208
 from producers.adc.power import analyse, ratio, upward_crossings
@@ -48,7 +48,7 @@ def test_vrms_irms_power_and_pf_match_the_analytic_truth(hz, pf, direction):
     cfg = make({"mains": {"role": "grid", "voltage_channel": 0, "current_channels": [1],
                           "sim": {"current_a": amps, "power_factor": direction * pf}}},
                mains_hz=hz, sim={"voltage_v": volts, "noise_v": 0.002, "bias_v": 1.58, "seed": 7})
-    a, m = read(cfg, "mains")
+    _, m = read(cfg, "mains")
     truth_p = direction * volts * amps * pf
     assert close(m["voltage_v"], volts)
     assert close(m["current_a"], amps)
@@ -94,7 +94,7 @@ def test_harmonics_count_in_rms_and_power():
     cfg = make({"mains": {"voltage_channel": 0, "current_channels": [1],
                           "sim": {"current_a": 20.0, "power_factor": 1.0, "harmonics": [[3, 0.3]]}}},
                sim={"harmonics": [[3, 0.02]], "noise_v": 0.001})
-    a, m = read(cfg, "mains")
+    _, m = read(cfg, "mains")
     v1, i1 = 230.0, 20.0
     assert close(m["voltage_v"], v1 * math.sqrt(1 + 0.02**2))
     assert close(m["current_a"], i1 * math.sqrt(1 + 0.3**2))
@@ -119,7 +119,8 @@ def test_sensor_phase_lead_is_calibrated_out_by_phase_deg():
 
 
 def test_several_current_channels_add_up():
-    cfg = make({"house": {"voltage_channel": 0, "current_channels": [1, 2, 3], "current_cal": [90.9, 60.6, 30.0],
+    cfg = make({"house": {"voltage_channel": 0, "current_channels": [1, 2, 3],
+                          "current_cal": [90.9, 60.6, 30.0],
                           "sim": {"current_a": [10.0, 5.0, 2.0], "power_factor": [1.0, 0.5, -0.9]}}},
                sim={"noise_v": 0.001})
     a, m = read(cfg, "house")

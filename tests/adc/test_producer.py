@@ -93,7 +93,8 @@ def test_current_only_circuit_takes_its_voltage_over_mqtt(tmp_path, broker, proc
     feeder = threading.Thread(target=meter_readings, daemon=True)
     feeder.start()
     try:
-        col.wait_for(lambda: readings(col, dev)[-1]["metrics"]["power_w"] > 1900, what="the remote voltage used")
+        col.wait_for(lambda: readings(col, dev)[-1]["metrics"]["power_w"] > 1900,
+                     what="the remote voltage used")
         m = readings(col, dev)[-1]["metrics"]
         assert m["power_w"] == pytest.approx(241.0 * 8.0, rel=0.005)
         assert "voltage_v" not in m and "energy_export_wh" not in m
