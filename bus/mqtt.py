@@ -77,6 +77,7 @@ class BusClient:
         self.connected = threading.Event()
         self.server_receive_maximum = 65535
         self._subs: dict[str, tuple[str, int, Callback]] = {}  # filter (no prefix) -> (match filter, qos, cb)
+        self._unclaimed: list[Message] = []
         self._lock = threading.Lock()
         self._on_connect_hooks: list[Callable[[bool], None]] = []
         self._on_publish_hooks: list[Callable[[int], None]] = []
@@ -158,6 +159,10 @@ class BusClient:
         with self._lock:  # same lock as _on_connect's snapshot: a filter is never missed by both
             self._subs[topic_filter] = (match, qos, callback)
             now = self.connected.is_set()
+            claimed = [m for m in self._unclaimed if paho.topic_matches_sub(match, m.topic)]
+            self._unclaimed = [m for m in self._unclaimed if m not in claimed]
+        for msg in claimed:
+            self._dispatch(callback, msg)
         if now:
             self._client.subscribe(self.full(topic_filter), options=SubscribeOptions(qos=qos, retainHandling=1))
 
@@ -207,13 +212,19 @@ class BusClient:
         topic = self.strip(m.topic)
         msg = Message(topic, m.payload, m.mid, m.qos, m.retain, self)
         with self._lock:
-            subs = list(self._subs.values())
-        for match, _, cb in subs:
-            if paho.topic_matches_sub(match, topic):
-                try:
-                    cb(msg)
-                except Exception:  # a callback bug must not kill the network thread
-                    self.log.exception("handler for %s failed", topic)
-                    msg.ack()
+            for match, _, cb in self._subs.values():
+                if paho.topic_matches_sub(match, topic):
+                    break
+            else:
+                # A resumed session delivers queued messages right after CONNACK, possibly before the
+                # plugin has subscribed: keep them unacknowledged until a subscription claims them.
+                self._unclaimed.append(msg)
                 return
-        msg.ack()  # nobody wants it (e.g. a queued message for a dropped subscription)
+        self._dispatch(cb, msg)
+
+    def _dispatch(self, cb: Callback, msg: Message) -> None:
+        try:
+            cb(msg)
+        except Exception:  # a callback bug must not kill the network thread
+            self.log.exception("handler for %s failed", msg.topic)
+            msg.ack()
