@@ -97,7 +97,8 @@ class Config(PluginConfig, kw_only=True, forbid_unknown_fields=True):
                 datetime.fromisoformat(self.start)
             except ValueError:
                 raise ValueError(f"`start` must be an ISO date or date-time like \"2024-06-01\" or "
-                                 f"\"2024-06-01T06:00\" (local in site.timezone); got {self.start!r}") from None
+                                 f"\"2024-06-01T06:00\" (local in site.timezone); got {self.start!r}"
+                                 ) from None
         serials = [m.serial for m in self.meters]
         dupes = sorted({s for s in serials if serials.count(s) > 1})
         if dupes:
@@ -131,7 +132,8 @@ def effective(file: MeterParams, overrides: dict[str, Any]) -> MeterParams:
         raise ValueError(text) from None
 
 
-def merge_update(file: MeterParams, overrides: dict[str, Any], update: Any) -> tuple[MeterParams, dict[str, Any]]:
+def merge_update(file: MeterParams, overrides: dict[str, Any],
+                 update: Any) -> tuple[MeterParams, dict[str, Any]]:
     """Apply a remote update: (parameters now in force, the new overrides).
 
     ``update`` is the decoded JSON object of keys to change; a key set to null goes back to its value

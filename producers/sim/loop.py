@@ -190,7 +190,8 @@ def run(ctx: ProducerContext, cfg: Config) -> None:
     finally:
         ctx.stopping.set()
         if not saver.save_now(timeout=5.0):
-            ctx.log.warning("readings not acknowledged by the broker: state not saved (they will be regenerated)")
+            ctx.log.warning("readings not acknowledged by the broker: state not saved "
+                            "(they will be regenerated)")
         for serial in meters:
             ctx.set_device_status(serial, False)
 

@@ -107,7 +107,8 @@ class SimMeter:
             return []
         warnings: list[str] = []
         try:
-            ts, imp, exp = int(state["ts"]), float(state["energy_import_wh"]), float(state["energy_export_wh"])
+            ts = int(state["ts"])
+            imp, exp = float(state["energy_import_wh"]), float(state["energy_export_wh"])
             if ts < 0 or imp < 0 or exp < 0:
                 raise ValueError("negative value")
             self.anchor = self.uploaded = Reading(ts, 0.0, imp, exp)

@@ -262,7 +262,7 @@ class Profile:
         return np.mod(t_mid + off, 86400.0) / 3600.0
 
     def day_target_wh(self, d: date) -> float:
-        """The household's consumption for day ``d`` (EV excluded), before solar: what the load integrates to."""
+        """Consumption on day ``d`` (EV excluded, before solar): what the load integrates to."""
         p = self.params
         z = float(np.clip(self._rng(d, _DAY).standard_normal(), -2.5, 2.5))
         return p.daily_kwh * 1000.0 * season_factor(d, p.season_amplitude, self.site.latitude) \
@@ -364,7 +364,7 @@ def cloud_cover(rng: np.random.Generator, n: int, mean: float) -> np.ndarray:
 
 
 def paint(minutes_w: np.ndarray, start_s: float, begin: float, end: float, power_w: float) -> None:
-    """Add ``power_w`` over [begin, end) to a minute array starting at ``start_s`` (partial minutes pro rata)."""
+    """Add ``power_w`` over [begin, end) to minutes starting at ``start_s`` (partial minutes pro rata)."""
     n = len(minutes_w)
     lo = max(0, int((begin - start_s) // STEP_S))
     hi = min(n, int(math.ceil((end - start_s) / STEP_S)))

@@ -57,7 +57,8 @@ def test_winter_uses_more_than_summer_and_hemisphere_flips_it():
 
 @pytest.mark.parametrize("morning,evening", [(7.5, 19.0), (6.0, 20.5)])
 def test_weekday_peaks_sit_where_configured(morning, evening):
-    prof = Profile("kili", MeterParams(morning_peak_hour=morning, evening_peak_hour=evening), BRUSSELS, seed=7)
+    params = MeterParams(morning_peak_hour=morning, evening_peak_hour=evening)
+    prof = Profile("kili", params, BRUSSELS, seed=7)
     weekdays = [d for d in days(date(2024, 3, 4), 70) if d.weekday() < 5]
     curve = hourly(prof, weekdays)
     hour_mid = np.arange(24) + 0.5

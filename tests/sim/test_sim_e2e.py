@@ -1,4 +1,5 @@
-"""The sim producer as a real process on a real broker: daily batches, live readings, remote config, restart."""
+"""The sim producer as a real process on a real broker: daily batches, live readings, remote config,
+restart."""
 
 from __future__ import annotations
 
@@ -53,7 +54,8 @@ def expected(serial: str, start: datetime, count: int, state: dict | None = None
 
 
 @pytest.mark.slow
-def test_daily_upload_sends_each_day_as_one_batch_at_the_day_change(tmp_path, broker, processes, collector_factory):
+def test_daily_upload_sends_each_day_as_one_batch_at_the_day_change(tmp_path, broker, processes,
+                                                                    collector_factory):
     name, serial = unique("sim"), unique("d")
     col = collector_factory(broker, f"sim/{serial}/#")
     cfg = config(tmp_path, broker, name, serial, upload="daily", speed=28800, start="2024-06-01")
