@@ -128,3 +128,15 @@ def test_spi_failures_take_the_device_offline_and_back(monkeypatch):
     assert statuses == [True, False, True, False]       # start, 3rd failure, recovered, stop
     assert ctx.counts["read_errors"] == 4
     assert len(ctx.of("reading")) == 2
+
+
+def test_without_spidev_the_producer_says_so_and_exits(monkeypatch, caplog):
+    monkeypatch.setitem(__import__("sys").modules, "spidev", None)   # import spidev -> ImportError
+    cfg = msgspec.convert({"type": "adc", "spi": "spidev",
+                           "circuits": {"mains": {"voltage_channel": 0, "current_channels": [1]}}}, Config)
+    ctx = RecordingContext(rounds=1)
+    with pytest.raises(SystemExit) as exit_, caplog.at_level(logging.ERROR):
+        adc_loop.run(ctx, cfg)
+    assert exit_.value.code == 1
+    assert "spidev" in caplog.text and "wattbus[pi]" in caplog.text
+    assert ctx.of("status", "mains") == [("status", "mains", False)]

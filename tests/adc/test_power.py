@@ -169,3 +169,12 @@ def test_clipped_input_is_counted():
 def test_crossings_are_located_between_samples():
     y = np.sin(2 * np.pi * (np.arange(200) - 10.25) / 50)
     assert upward_crossings(y, 0.2) == pytest.approx([10.25, 60.25, 110.25, 160.25], abs=0.01)
+
+
+def test_a_power_cut_reads_no_voltage_and_no_frequency():
+    cfg = make({"mains": {"voltage_channel": 0, "current_channels": [1], "sim": {"current_a": 0.0}}},
+               sim={"voltage_v": 0.0, "noise_v": 0.001})
+    a, m = read(cfg, "mains")
+    assert m["voltage_v"] < 1.0 and abs(m["power_w"]) < 1.0
+    assert "frequency_hz" not in m and "power_factor" not in m
+    assert a.cycles == 0
