@@ -1,0 +1,693 @@
+"""Reading the household-power-consumption (hhpc) text format.
+
+The format is the one of the UCI "Individual household electric power consumption" data set: one row
+per minute, ``;``-separated, a header line, ``dd/mm/yyyy`` dates and ``hh:mm:ss`` times in local wall
+clock time, seven value columns (see :data:`COLUMNS`). Three dialects exist (:data:`DIALECTS`); they
+differ only in how a missing value is written, so one tolerant reader handles them all.
+
+Two ways in, for the producer's two modes:
+
+* :func:`iter_rows` streams a file (replay mode): a year parses in a couple of seconds and memory stays
+  flat whatever the file size.
+* :func:`load_year` builds a :class:`YearTable` (live mode): one year in numpy arrays, looked up by
+  day-of-year and minute-of-day, so "the reading for now" is one index operation.
+
+Local times become instants with :func:`local_to_epoch_ms` (or :func:`iter_epochs` for a whole file),
+which handles the two daylight-saving transitions explicitly instead of letting them shift silently.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import math
+import operator
+from array import array
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from os import PathLike
+from typing import IO, NamedTuple
+from zoneinfo import ZoneInfo
+
+import numpy as np
+
+# --------------------------------------------------------------------------------------------------
+# The format, as data
+# --------------------------------------------------------------------------------------------------
+
+
+class Column(NamedTuple):
+    """How one dataset column becomes a metric: ``metric value = dataset value * scale``."""
+
+    metric: str
+    scale: float
+
+
+#: Dataset column -> (metric key, scale), in the file's usual order. The dataset gives power in kW and
+#: reactive power in "kW" (kvar); the metrics table wants W and var.
+COLUMNS: dict[str, Column] = {
+    "Global_active_power": Column("power_w", 1000.0),
+    "Global_reactive_power": Column("reactive_power_var", 1000.0),
+    "Voltage": Column("voltage_v", 1.0),
+    "Global_intensity": Column("current_a", 1.0),
+    "Sub_metering_1": Column("sub1_energy_wh", 1.0),
+    "Sub_metering_2": Column("sub2_energy_wh", 1.0),
+    "Sub_metering_3": Column("sub3_energy_wh", 1.0),
+}
+
+
+class Derived(NamedTuple):
+    """A metric computed from another one: ``metric = source / divisor``."""
+
+    source: str
+    divisor: float
+
+
+#: Metrics the file does not carry but a row implies: a minute at ``power_w`` W uses power_w/60 Wh.
+DERIVED: dict[str, Derived] = {
+    "energy_wh": Derived("power_w", 60.0),
+}
+
+DATE_COLUMN = "Date"
+TIME_COLUMN = "Time"
+HEADER = ";".join([DATE_COLUMN, TIME_COLUMN, *COLUMNS])
+SEPARATOR = ";"
+
+#: Values keep three decimals after scaling (the file has 3 decimals of kW, i.e. whole W); rounding
+#: removes float noise such as 0.092 * 1000 = 92.00000000000001.
+DECIMALS = 3
+
+METRIC_KEYS: tuple[str, ...] = tuple(c.metric for c in COLUMNS.values())
+
+
+class Dialect(NamedTuple):
+    """A variant of the format. Only the missing-value marker differs between them."""
+
+    name: str
+    missing: str
+    example: str
+    notes: str
+
+
+DIALECTS: tuple[Dialect, ...] = (
+    Dialect(
+        "wattbus",
+        "",
+        "01/01/2024;00:00:00;;;;;;;",
+        "written by producers.hhpc.generate; identical to the seed's 2024 file",
+    ),
+    Dialect(
+        "uci",
+        "?",
+        "28/4/2007;00:21:00;?;?;?;?;?;?;",
+        "the original UCI file (2006-2010): day and month not zero-padded, '?' marks a missing value "
+        "(the last column of a missing row is empty instead)",
+    ),
+    Dialect(
+        "seed2024",
+        "",
+        "14/12/2024;17:58:00;;;;;;;",
+        "the mission seed's 2024 file: nothing between two separators marks a missing value",
+    ),
+)
+
+#: A field holding one of these is a missing value, not a bad one.
+MISSING_MARKERS: frozenset[str] = frozenset(d.missing for d in DIALECTS)
+
+MINUTES_PER_DAY = 1440
+
+# --------------------------------------------------------------------------------------------------
+# Public record types
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Row:
+    """One minute of the dataset.
+
+    ``local`` is naive local wall-clock time as written in the file. ``fold=1`` marks a wall-clock time
+    the file has already passed (the second pass through a fall-back hour); it changes nothing outside
+    an ambiguous hour. ``metrics`` is None when the row's values are missing; a row with only some
+    values missing carries the present ones.
+    """
+
+    line: int
+    local: datetime
+    metrics: dict[str, float] | None
+
+
+class BadRow(NamedTuple):
+    """A line that could not be read: its 1-based line number in the file and why."""
+
+    line: int
+    reason: str
+
+
+OnBad = Callable[[BadRow], None]
+
+
+class NonexistentLocalTime(ValueError):
+    """The local time falls in a spring-forward gap: no instant has that wall-clock time."""
+
+
+# --------------------------------------------------------------------------------------------------
+# The scanner shared by iter_rows and load_year
+# --------------------------------------------------------------------------------------------------
+#
+# Speed matters (a year is 527,040 rows) and a str plus a float object per field is what makes a
+# Python reader slow. So lines are read in chunks of CHUNK_LINES and a regular chunk is parsed as
+# bytes with numpy (:func:`_parse_bytes`): every field, the date's and time's parts included, is a
+# token of digits that is summed positionally, with the format's structure checked token by token.
+# A chunk that does not fit (a bad or blank line, an exponent, spaces) falls back to the line-by-line
+# path, which reports each bad line and reads the rest with float().
+
+CHUNK_LINES = 8192
+
+
+class _Layout(NamedTuple):
+    nfields: int
+    date_at: int
+    time_at: int
+    value_at: tuple[int, ...]  # field positions of the COLUMNS present, in COLUMNS order
+    names: tuple[str, ...]  # the COLUMNS names present, in COLUMNS order
+    scales: np.ndarray  # their scales
+
+
+def _layout(names: list[str]) -> _Layout:
+    """Map a header to field positions, so a file with reordered or extra columns still reads."""
+    where = {n.strip().lower(): i for i, n in enumerate(names)}
+    if DATE_COLUMN.lower() not in where or TIME_COLUMN.lower() not in where:
+        raise ValueError(f"header lacks {DATE_COLUMN!r} or {TIME_COLUMN!r}")
+    present = tuple(n for n in COLUMNS if n.lower() in where)
+    if not present:
+        raise ValueError("header names none of the value columns")
+    return _Layout(len(names), where[DATE_COLUMN.lower()], where[TIME_COLUMN.lower()],
+                   tuple(where[n.lower()] for n in present), present,
+                   np.array([COLUMNS[n].scale for n in present]))
+
+
+_DEFAULT_LAYOUT = _layout(HEADER.split(SEPARATOR))
+
+
+class _Chunk(NamedTuple):
+    lines: np.ndarray  # int32: 1-based line numbers
+    ymd: np.ndarray  # int32: year * 10000 + month * 100 + day
+    sod: np.ndarray  # int32: second of the day
+    values: np.ndarray  # float64 (rows, len(layout.names)): metric units, NaN = missing
+
+
+_DAYS_IN_MONTH = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])
+_DAYS_BEFORE_MONTH = np.array([0, 0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334])
+
+
+def _leap(year: np.ndarray) -> np.ndarray:
+    return (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
+
+
+def _valid_dates(y: np.ndarray, m: np.ndarray, d: np.ndarray) -> np.ndarray:
+    mm = np.clip(m, 0, 12)
+    return ((y >= 1) & (y <= 9999) & (m >= 1) & (m <= 12) & (d >= 1)
+            & (d <= _DAYS_IN_MONTH[mm] + (_leap(y) & (m == 2))))
+
+
+def _day_index(ymd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(year, day of the year - 1) of valid yyyymmdd integers."""
+    y, md = np.divmod(ymd, 10000)
+    m, d = np.divmod(md, 100)
+    return y, _DAYS_BEFORE_MONTH[m] + (_leap(y) & (m > 2)) + d - 1
+
+
+def _parse_ymd(text: str) -> int:
+    d, m, y = (int(p) for p in text.split("/"))  # ValueError unless three integers
+    datetime(y, m, d)  # ValueError unless a real date
+    return y * 10000 + m * 100 + d
+
+
+def _parse_sod(text: str) -> int:
+    parts = [int(p) for p in text.split(":")]
+    if len(parts) == 2:
+        parts.append(0)
+    if len(parts) != 3:
+        raise ValueError(text)
+    h, m, s = parts
+    if not (0 <= h < 24 and 0 <= m < 60 and 0 <= s < 60):
+        raise ValueError(text)
+    return h * 3600 + m * 60 + s
+
+
+# Byte classes for _parse_bytes.
+_NL, _SEMI, _SLASH, _COLON, _DOT, _MINUS, _QUERY = b"\n;/:.-?"
+_OK_BYTE = np.zeros(256, bool)
+_OK_BYTE[list(b"0123456789\n;/:.-?")] = True
+_POW10 = 10.0 ** np.arange(23)
+_MAX_DIGITS = 15  # a double holds 15 decimal digits exactly
+
+
+def _parse_bytes(data: bytes, n: int, layout: _Layout) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Parse ``n`` well-formed lines at once; None if anything is irregular.
+
+    Returns (ymd, second of day, values scaled into metric units with NaN for missing).
+    """
+    buf = np.frombuffer(data, np.uint8)
+    if not _OK_BYTE[buf].all():
+        return None
+    is_sep = (buf == _SEMI) | (buf == _NL) | (buf == _SLASH) | (buf == _COLON)
+    ends = np.flatnonzero(is_sep)
+    # Structure: each line is its fields separated by ';', the date's parts by '/', the time's by ':'.
+    nf, date_at, time_at = layout.nfields, layout.date_at, layout.time_at
+    pattern = bytearray()
+    token_of_field = []
+    for i in range(nf):
+        token_of_field.append(len(pattern))
+        parts = 3 if i in (date_at, time_at) else 1
+        inner = _SLASH if i == date_at else _COLON
+        pattern += bytes([inner]) * (parts - 1) + bytes([_NL if i == nf - 1 else _SEMI])
+    width = len(pattern)
+    if len(ends) != n * width or not np.array_equal(buf[ends], np.tile(np.frombuffer(pattern, np.uint8), n)):
+        return None
+    starts = np.empty_like(ends)
+    starts[0] = 0
+    starts[1:] = ends[:-1] + 1
+    length = ends - starts
+    # Digits summed by position: a digit's weight is 10 ** (digits after it in its token).
+    is_digit = (buf - 48) < 10  # uint8 arithmetic wraps below '0'
+    digits_through = np.cumsum(is_digit, dtype=np.int64)
+    token = np.cumsum(is_sep) - is_sep  # token index of each byte
+    at = np.flatnonzero(is_digit)
+    tok = token[at]
+    after = digits_through[ends][tok] - digits_through[at]
+    ndigits = digits_through[ends] - digits_through[starts] + is_digit[starts]
+    if ndigits.max(initial=0) > _MAX_DIGITS:
+        return None
+    mantissa = np.bincount(tok, weights=(buf[at] - 48) * _POW10[after], minlength=len(ends))
+    dots = np.flatnonzero(buf == _DOT)
+    decimals = np.zeros(len(ends), np.int64)
+    dot_tok = token[dots]
+    if len(dots) and (np.bincount(dot_tok).max() > 1):
+        return None
+    decimals[dot_tok] = digits_through[ends][dot_tok] - digits_through[dots]
+    minus = np.flatnonzero(buf == _MINUS)
+    if len(minus) and not np.array_equal(minus, starts[token[minus]]):
+        return None  # a minus sign anywhere but first
+    sign = np.ones(len(ends))
+    sign[token[minus]] = -1.0
+    query = np.flatnonzero(buf == _QUERY)
+    if len(query) and not (length[token[query]] == 1).all():
+        return None
+    missing = length == 0
+    missing[token[query]] = True
+    if ((ndigits == 0) & ~missing).any():
+        return None  # "-", "." or "-." alone
+    grid = lambda a: a.reshape(n, width)  # noqa: E731
+    mant, dec, sgn, miss = grid(mantissa), grid(decimals), grid(sign), grid(missing)
+    d0, t0 = token_of_field[date_at], token_of_field[time_at]
+    when = np.r_[d0:d0 + 3, t0:t0 + 3]
+    if miss[:, when].any() or dec[:, when].any() or (sgn[:, when] < 0).any() or ((
+            grid(length)[:, when] > 9).any()):
+        return None
+    d, m, y = (mant[:, d0 + k].astype(np.int64) for k in range(3))
+    hh, mi, ss = (mant[:, t0 + k].astype(np.int64) for k in range(3))
+    if not (_valid_dates(y, m, d).all() and (hh < 24).all() and (mi < 60).all() and (ss < 60).all()):
+        return None
+    cols = [token_of_field[i] for i in layout.value_at]
+    # Exact integer mantissa times scale, then one correctly rounded division: same as float(text).
+    values = sgn[:, cols] * mant[:, cols] * layout.scales / _POW10[dec[:, cols]]
+    values[miss[:, cols]] = np.nan
+    return ((y * 10000 + m * 100 + d).astype(np.int32), (hh * 3600 + mi * 60 + ss).astype(np.int32),
+            values)
+
+
+@contextmanager
+def _text(source: str | PathLike[str] | IO) -> Iterator[IO[str]]:
+    if isinstance(source, (str, PathLike)):
+        # errors="replace": a corrupt byte makes one bad row, not an exception that ends the read.
+        with open(source, encoding="utf-8", errors="replace") as f:
+            yield f
+    elif isinstance(source, (io.RawIOBase, io.BufferedIOBase)):
+        wrapper = io.TextIOWrapper(source, encoding="utf-8", errors="replace")
+        try:
+            yield wrapper
+        finally:
+            wrapper.detach()
+    else:
+        yield source
+
+
+class _Scanner:
+    """Turns a dataset file into chunks of parsed rows, reporting bad lines through ``on_bad``."""
+
+    def __init__(self, f: IO[str], on_bad: OnBad | None) -> None:
+        self.f = f
+        self.on_bad = on_bad
+        self.layout = _DEFAULT_LAYOUT
+        self.lineno = 1  # line number of the next line to read
+        self.pending: list[str] = []
+        self._ymd: dict[str, int] = {}
+        self._sod: dict[str, int] = {}
+        self._header()
+
+    def _bad(self, line: int, reason: str) -> None:
+        if self.on_bad is not None:
+            self.on_bad(BadRow(line, reason))
+
+    def _header(self) -> None:
+        for line in self.f:
+            text = line.lstrip("\ufeff").strip()
+            if not text:
+                self.lineno += 1
+                continue
+            if DATE_COLUMN.lower() in (name.strip().lower() for name in text.split(SEPARATOR)):
+                try:
+                    self.layout = _layout(text.split(SEPARATOR))
+                except ValueError as exc:
+                    self._bad(self.lineno, f"bad header: {exc}; assuming {HEADER}")
+                self.lineno += 1
+            else:
+                self.pending = [line]  # headerless file: that was data
+            return
+
+    def __iter__(self) -> Iterator[_Chunk]:
+        while True:
+            block = self.pending + list(itertools.islice(self.f, CHUNK_LINES - len(self.pending)))
+            self.pending = []
+            if not block:
+                return
+            first = self.lineno
+            self.lineno += len(block)
+            chunk = self._fast(block, first) or self._slow(block, first)
+            if len(chunk.lines):
+                yield chunk
+
+    def _fast(self, block: list[str], first: int) -> _Chunk | None:
+        text = "".join(block)
+        if not text.endswith("\n"):
+            text += "\n"
+        try:
+            data = text.encode("ascii")
+        except UnicodeEncodeError:
+            return None
+        parsed = _parse_bytes(data, len(block), self.layout)
+        if parsed is None:
+            return None
+        ymd, sod, values = parsed
+        if np.isinf(values).any():  # only from an absurdly long mantissa; let the slow path say where
+            return None
+        return _Chunk(np.arange(first, first + len(block), dtype=np.int32), ymd, sod, values)
+
+    def _slow(self, block: list[str], first: int) -> _Chunk:
+        """Line by line: report each bad line, keep the others."""
+        nf, date_at, time_at, value_at, names, scales = self.layout
+        lines: list[int] = []
+        ymds: list[int] = []
+        sods: list[int] = []
+        rows: list[list[float]] = []
+        for lineno, line in enumerate(block, first):
+            fields = line.rstrip("\r\n").split(SEPARATOR)
+            if len(fields) != nf:
+                if len(fields) == 1 and not fields[0].strip():
+                    continue  # a blank line carries no minute
+                self._bad(lineno, f"expected {nf} fields, found {len(fields)}")
+                continue
+            text = fields[date_at].strip()
+            ymd = self._ymd.get(text)
+            if ymd is None:
+                try:
+                    ymd = self._ymd[text] = _parse_ymd(text)
+                except ValueError:
+                    self._bad(lineno, f"bad date {text!r} (expected dd/mm/yyyy)")
+                    continue
+            text = fields[time_at].strip()
+            sod = self._sod.get(text)
+            if sod is None:
+                try:
+                    sod = self._sod[text] = _parse_sod(text)
+                except ValueError:
+                    self._bad(lineno, f"bad time {text!r} (expected hh:mm:ss)")
+                    continue
+            row: list[float] = []
+            for name, at in zip(names, value_at):
+                text = fields[at].strip()
+                if text in MISSING_MARKERS:
+                    row.append(math.nan)
+                    continue
+                try:
+                    v = float(text)
+                except ValueError:
+                    v = math.nan
+                if math.isnan(v) or math.isinf(v):
+                    self._bad(lineno, f"bad {name} {text!r}")
+                    break
+                row.append(v)
+            else:
+                lines.append(lineno)
+                ymds.append(ymd)
+                sods.append(sod)
+                rows.append(row)
+        values = np.array(rows, dtype=np.float64).reshape(len(rows), len(value_at))
+        # np.round removes float noise such as 0.092 * 1000 = 92.00000000000001.
+        values = np.round(values * scales, DECIMALS)
+        return _Chunk(np.array(lines, np.int32), np.array(ymds, np.int32), np.array(sods, np.int32), values)
+
+
+# --------------------------------------------------------------------------------------------------
+# Streaming
+# --------------------------------------------------------------------------------------------------
+
+
+def _local_seconds(chunk: _Chunk) -> np.ndarray:
+    """Naive local wall-clock times as seconds since 1970-01-01 00:00 (int64)."""
+    y, md = np.divmod(chunk.ymd.astype(np.int64), 10000)
+    m, d = np.divmod(md, 100)
+    months = (y - 1970) * 12 + (m - 1)
+    days = months.astype("datetime64[M]").astype("datetime64[D]").astype(np.int64) + (d - 1)
+    return days * 86400 + chunk.sod
+
+
+def iter_rows(path_or_file: str | PathLike[str] | IO, *, on_bad: OnBad | None = None) -> Iterator[Row]:
+    """Stream the rows of a dataset file, in file order.
+
+    A bad line (wrong field count, non-numeric, NaN or infinite value, bad date or time) is reported
+    through ``on_bad`` with its line number and skipped; reading goes on. Memory stays at one chunk
+    of lines whatever the file size.
+    """
+    with _text(path_or_file) as f:
+        scanner = _Scanner(f, on_bad)
+        keys = tuple(COLUMNS[n].metric for n in scanner.layout.names)
+        ncols = len(keys)
+        derived = [(key, keys.index(src), div) for key, (src, div) in DERIVED.items() if src in keys]
+        all_keys = keys + tuple(key for key, _, _ in derived)
+        high = np.iinfo(np.int64).min  # latest wall-clock time seen: anything not after it is a repeat
+        for chunk in scanner:
+            seconds = _local_seconds(chunk)
+            running = np.maximum.accumulate(np.concatenate([[high], seconds]))
+            high = int(running[-1])
+            repeat = seconds <= running[:-1]
+            local = seconds.astype("datetime64[s]").tolist()
+            for i in np.flatnonzero(repeat).tolist():
+                local[i] = local[i].replace(fold=1)
+            values = chunk.values
+            if derived:
+                values = np.column_stack([values] + [values[:, src] / div for _, src, div in derived])
+            nans = np.isnan(chunk.values).sum(axis=1).tolist()
+            for lineno, when, vals, nan_count in zip(chunk.lines.tolist(), local, values.tolist(), nans):
+                if nan_count == 0:
+                    yield Row(lineno, when, dict(zip(all_keys, vals)))
+                elif nan_count == ncols:
+                    yield Row(lineno, when, None)
+                else:
+                    yield Row(lineno, when, {k: v for k, v in zip(all_keys, vals) if v == v})
+
+
+# --------------------------------------------------------------------------------------------------
+# Local time -> instant
+# --------------------------------------------------------------------------------------------------
+
+_EPOCH = datetime(1970, 1, 1)
+_EPOCH_UTC = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MS = timedelta(milliseconds=1)
+
+
+def local_to_epoch_ms(local: datetime, tz: ZoneInfo) -> int:
+    """Epoch milliseconds (UTC) of a naive local wall-clock time in ``tz``.
+
+    * Fall-back hour (a wall time that happens twice): ``local.fold`` picks the pass, 0 = the first
+      (summer time), 1 = the second; :func:`iter_rows` sets fold=1 on a repeated hour, so the two
+      passes map to distinct, increasing instants.
+    * Spring-forward gap (a wall time that never happens): raises :class:`NonexistentLocalTime`.
+      Guessing an instant would make the gap's rows collide with the following hour's; the caller
+      skips such rows and counts them (:func:`iter_epochs` does).
+
+    An aware datetime is converted with its own offset.
+    """
+    if local.tzinfo is not None:
+        return (local - _EPOCH_UTC) // _MS
+    before = local.replace(tzinfo=tz, fold=0).utcoffset()
+    after = local.replace(tzinfo=tz, fold=1).utcoffset()
+    if before == after:
+        offset = before
+    elif before < after:  # the clock jumps forward over this time
+        raise NonexistentLocalTime(f"{local:%Y-%m-%d %H:%M:%S} does not exist in {tz.key}")
+    else:
+        offset = after if local.fold else before
+    return (local.replace(fold=0) - offset - _EPOCH) // _MS
+
+
+def iter_epochs(
+    rows: Iterable[Row], tz: ZoneInfo, *, on_gap: Callable[[Row], None] | None = None
+) -> Iterator[tuple[int, Row]]:
+    """Pair each row with its epoch ms; rows in a spring-forward gap go to ``on_gap`` and are skipped."""
+    for row in rows:
+        try:
+            ts = local_to_epoch_ms(row.local, tz)
+        except NonexistentLocalTime:
+            if on_gap is not None:
+                on_gap(row)
+            continue
+        yield ts, row
+
+
+# --------------------------------------------------------------------------------------------------
+# The in-memory year for live mode
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class LoadStats:
+    """What :func:`load_year` found, for the producer's log and health counters."""
+
+    rows: int = 0  # rows of the chosen year kept in the table
+    missing: int = 0  # of those, rows with no values
+    bad: int = 0  # unreadable lines (reported through on_bad)
+    duplicates: int = 0  # rows for a minute already seen (e.g. a repeated fall-back hour); last one wins
+    other_years: int = 0  # rows outside the chosen year, ignored
+
+
+def _is_leap(year: int) -> bool:
+    return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+
+
+@dataclass(slots=True)
+class YearTable:
+    """One dataset year indexed by (day-of-year, minute-of-day) in local time.
+
+    ``values[slot, k]`` is metric ``METRIC_KEYS[k]`` (float32, NaN = missing) for slot
+    ``(doy - 1) * 1440 + minute``; ``lines[slot]`` is the file line it came from, 0 when the file has
+    no row for that minute. About 17 MB for a year.
+    """
+
+    year: int
+    values: np.ndarray
+    lines: np.ndarray
+    stats: LoadStats = field(default_factory=LoadStats)
+
+    @property
+    def days(self) -> int:
+        return 366 if _is_leap(self.year) else 365
+
+    def __len__(self) -> int:
+        return self.stats.rows
+
+    def get(self, doy: int, minute: int) -> Row | None:
+        """The row for that day of the dataset year (1-based) and minute of the day (0-1439).
+
+        None when the file has no row for that minute; ``Row.metrics`` is None when it has one whose
+        values are missing.
+        """
+        if not (1 <= doy <= self.days and 0 <= minute < MINUTES_PER_DAY):
+            raise IndexError(f"day {doy} minute {minute} outside {self.year}")
+        slot = (doy - 1) * MINUTES_PER_DAY + minute
+        line = int(self.lines[slot])
+        if line == 0:
+            return None
+        local = datetime(self.year, 1, 1) + timedelta(days=doy - 1, minutes=minute)
+        m = {k: round(float(v), DECIMALS) for k, v in zip(METRIC_KEYS, self.values[slot]) if v == v}
+        if not m:
+            return Row(line, local, None)
+        for key, (source, divisor) in DERIVED.items():
+            if source in m:
+                m[key] = m[source] / divisor
+        return Row(line, local, m)
+
+    def for_local(self, local: datetime) -> Row | None:
+        """The dataset's row for the same calendar date and minute as ``local`` (any year).
+
+        Matching month and day rather than the raw day-of-year keeps the seasons and the calendar
+        aligned (1 March reads 1 March in leap and common years alike). Consequences: a common
+        current year never plays the dataset's 29 February; a leap current year reads 28 February
+        again on 29 February when the dataset year has no such day. A current-year minute that
+        happens twice (fall-back) reads the same row twice; one that never happens (spring-forward)
+        is never asked for.
+        """
+        month, day = local.month, local.day
+        if month == 2 and day == 29 and not _is_leap(self.year):
+            day = 28
+        doy = date(self.year, month, day).toordinal() - date(self.year, 1, 1).toordinal() + 1
+        return self.get(doy, local.hour * 60 + local.minute)
+
+
+def load_year(
+    path: str | PathLike[str] | IO, year: int | None = None, *, on_bad: OnBad | None = None
+) -> YearTable:
+    """Read one year of a dataset file into a :class:`YearTable`.
+
+    ``year=None`` takes the year with the most rows (the UCI file spans 2006-2010; its best-covered
+    year wins); give ``year`` to pick another and to keep memory flat on multi-year files.
+    """
+    stats = LoadStats()
+
+    def count_bad(b: BadRow) -> None:
+        stats.bad += 1
+        if on_bad is not None:
+            on_bad(b)
+
+    ncols = len(COLUMNS)
+    slot_parts: list[np.ndarray] = []
+    year_parts: list[np.ndarray] = []
+    line_parts: list[np.ndarray] = []
+    value_parts: list[np.ndarray] = []
+    with _text(path) as f:
+        scanner = _Scanner(f, count_bad)
+        order = [list(COLUMNS).index(n) for n in scanner.layout.names]
+        for chunk in scanner:
+            n = len(chunk.lines)
+            years, doy0 = _day_index(chunk.ymd)
+            years = years.astype(np.uint16)
+            slots = (doy0 * MINUTES_PER_DAY + chunk.sod // 60).astype(np.int32)
+            lines = chunk.lines
+            values = np.full((n, ncols), np.nan, dtype=np.float32)
+            values[:, order] = chunk.values
+            if year is not None:
+                mine = years == year
+                stats.other_years += int(n - mine.sum())
+                years, slots, lines, values = years[mine], slots[mine], lines[mine], values[mine]
+            year_parts.append(years)
+            slot_parts.append(slots)
+            line_parts.append(lines)
+            value_parts.append(values)
+    slot_a = np.concatenate(slot_parts or [np.zeros(0, np.int32)])
+    year_a = np.concatenate(year_parts or [np.zeros(0, np.uint16)])
+    line_a = np.concatenate(line_parts or [np.zeros(0, np.int32)])
+    vals_a = np.concatenate(value_parts or [np.zeros((0, ncols), np.float32)])
+    del slot_parts, year_parts, line_parts, value_parts
+    if year is None:
+        if len(year_a) == 0:
+            raise ValueError(f"{path}: no readable rows")
+        counts = np.bincount(year_a)
+        year = int(counts.argmax())
+        keep = year_a == year
+        stats.other_years = int(len(year_a) - keep.sum())
+        slot_a, line_a, vals_a = slot_a[keep], line_a[keep], vals_a[keep]
+    days = 366 if _is_leap(year) else 365
+    table_vals = np.full((days * MINUTES_PER_DAY, ncols), np.nan, dtype=np.float32)
+    table_lines = np.zeros(days * MINUTES_PER_DAY, dtype=np.int32)
+    # Keep the last row for each minute: unique over the reversed order finds last occurrences.
+    _, first_rev = np.unique(slot_a[::-1], return_index=True)
+    last = len(slot_a) - 1 - first_rev
+    stats.duplicates = int(len(slot_a) - len(last))
+    table_vals[slot_a[last]] = vals_a[last]
+    table_lines[slot_a[last]] = line_a[last]
+    stats.rows = len(last)
+    stats.missing = int(np.isnan(vals_a[last]).all(axis=1).sum())
+    return YearTable(year, table_vals, table_lines, stats)
