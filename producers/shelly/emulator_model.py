@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import math
-import struct
+import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
 SLOT_S = 5  # seconds per constant-power slot
@@ -40,33 +40,52 @@ EM1DATA_KEYS = ("total_act_energy", "total_act_ret_energy", "lag_react_energy", 
                 "min_voltage", "avg_voltage", "max_current", "min_current", "avg_current")
 
 
-def _unit(seed: int, *key: object) -> float:
-    """Deterministic pseudo-random number in [0, 1) for ``key``."""
-    digest = hashlib.blake2b(repr((seed,) + key).encode(), digest_size=8).digest()
-    return struct.unpack("<Q", digest)[0] / 2**64
+_M64 = (1 << 64) - 1
+_TAGS: dict[str, int] = {}
 
 
-@dataclass(frozen=True)
+def _mix(x: int) -> int:
+    """splitmix64's finaliser: a well-spread 64-bit hash of an integer."""
+    x = (x + 0x9E3779B97F4A7C15) & _M64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M64
+    return x ^ (x >> 31)
+
+
+def _unit(seed: int, tag: str, a: int, b: int = 0) -> float:
+    """Deterministic pseudo-random number in [0, 1) for (seed, tag, a, b)."""
+    t = _TAGS.get(tag)
+    if t is None:
+        t = _TAGS[tag] = int.from_bytes(hashlib.blake2b(tag.encode(), digest_size=8).digest(), "little")
+    return _mix(_mix(_mix(seed ^ t) + a) + b) / 18446744073709551616.0
+
+
 class Slot:
-    p: tuple[float, float, float]  # signed active power per phase, W (positive = CT direction)
-    q: tuple[float, float, float]  # reactive power, var (positive = lagging)
-    v: tuple[float, float, float]
-    f: float
+    """The state of the three phases during one slot, with what is derived from it precomputed."""
 
-    def s(self, i: int) -> float:
-        return math.hypot(self.p[i], self.q[i])
+    __slots__ = ("p", "q", "v", "f", "sa", "ia", "n")
 
-    def i(self, i: int) -> float:
-        return self.s(i) / self.v[i] if self.v[i] > 0 else 0.0
-
-    def neutral(self) -> float:
-        """|Ia + Ib + Ic| as phasors 120° apart, each lagging its voltage by its power angle."""
+    def __init__(self, p: tuple[float, float, float], q: tuple[float, float, float],
+                 v: tuple[float, float, float], f: float) -> None:
+        self.p, self.q, self.v, self.f = p, q, v, f
+        self.sa = tuple(math.hypot(p[k], q[k]) for k in range(3))  # apparent power, VA
+        self.ia = tuple(self.sa[k] / v[k] if v[k] > 0 else 0.0 for k in range(3))
+        # |Ia + Ib + Ic| as phasors 120 deg apart, each lagging its voltage by its power angle
         re = im = 0.0
         for k in range(3):
-            angle = -2 * math.pi * k / 3 - math.atan2(self.q[k], self.p[k]) if self.s(k) > 0 else 0.0
-            re += self.i(k) * math.cos(angle)
-            im += self.i(k) * math.sin(angle)
-        return math.hypot(re, im)
+            angle = -2 * math.pi * k / 3 - (math.atan2(q[k], p[k]) if self.sa[k] > 0 else 0.0)
+            re += self.ia[k] * math.cos(angle)
+            im += self.ia[k] * math.sin(angle)
+        self.n = math.hypot(re, im)
+
+    def s(self, k: int) -> float:
+        return self.sa[k]
+
+    def i(self, k: int) -> float:
+        return self.ia[k]
+
+    def neutral(self) -> float:
+        return self.n
 
 
 class HouseModel:
@@ -75,10 +94,21 @@ class HouseModel:
     def __init__(self, seed: int = 1, tz: str = "Europe/Brussels", lat: float = 50.85, lon: float = 4.35,
                  pv_peak_w: float = 6000.0) -> None:
         self.seed, self.tz, self.lat, self.lon, self.pv_peak_w = seed, ZoneInfo(tz), lat, lon, pv_peak_w
+        self._blocks: dict[tuple[str, int, int], float] = {}
+
+    def _block(self, tag: str, a: int, b: int = 0) -> float:
+        """``_unit`` for values that hold over several slots (clouds, appliances), computed once."""
+        key = (tag, a, b)
+        value = self._blocks.get(key)
+        if value is None:
+            if len(self._blocks) > 4096:
+                self._blocks.clear()
+            value = self._blocks[key] = _unit(self.seed, tag, a, b)
+        return value
 
     def sun_elevation(self, t: float) -> float:
         """Solar elevation (radians), textbook declination/hour-angle formula; good to a degree."""
-        doy = datetime.fromtimestamp(t, timezone.utc).timetuple().tm_yday
+        doy = time.gmtime(t).tm_yday
         decl = math.radians(23.44) * math.sin(2 * math.pi * (284 + doy) / 365)
         solar_hours = (t % 86400) / 3600 + self.lon / 15
         hour_angle = math.radians((solar_hours - 12) * 15)
@@ -92,14 +122,17 @@ class HouseModel:
             return 0.0
         block = int(t // 600)  # clouds change over ten minutes, interpolated to stay smooth
         frac = (t % 600) / 600
-        c0, c1 = (0.3 + 0.7 * _unit(self.seed, "cloud", b) ** 0.5 for b in (block, block + 1))
+        c0, c1 = (0.3 + 0.7 * self._block("cloud", b) ** 0.5 for b in (block, block + 1))
         cloud = c0 + (c1 - c0) * frac
         return self.pv_peak_w * math.sin(elev) ** 1.2 * cloud * (0.97 + 0.03 * _unit(self.seed, "pv", int(t // SLOT_S)))
 
-    def load_w(self, t: float, phase: int) -> tuple[float, float]:
-        """(active W, reactive var) drawn by the house on one phase."""
-        hour = datetime.fromtimestamp(t, self.tz)
-        h = hour.hour + hour.minute / 60
+    def local_hour(self, t: float) -> float:
+        local = datetime.fromtimestamp(t, self.tz)
+        return local.hour + local.minute / 60 + local.second / 3600
+
+    def load_w(self, t: float, phase: int, h: float | None = None) -> tuple[float, float]:
+        """(active W, reactive var) drawn by the house on one phase; ``h`` = local hour of ``t``."""
+        h = self.local_hour(t) if h is None else h
         shape = (1 + 1.6 * math.exp(-((h - 7.5) / 1.0) ** 2) + 2.4 * math.exp(-((h - 19.5) / 1.8) ** 2)
                  + 0.6 * math.exp(-((h - 12.5) / 1.5) ** 2))
         base = (110.0, 80.0, 140.0)[phase]
@@ -108,10 +141,10 @@ class HouseModel:
             p += 95.0
         busy = 0.03 if h < 6.5 or h > 23 else 0.10
         block = int(t // 300)
-        if _unit(self.seed, "appliance", block, phase) < busy:  # kettle, oven, washing machine...
-            p += 700 + 2300 * _unit(self.seed, "appliance-w", block, phase)
+        if self._block("appliance", block, phase) < busy:  # kettle, oven, washing machine...
+            p += 700 + 2300 * self._block("appliance-w", block, phase)
         p *= 0.95 + 0.1 * _unit(self.seed, "jitter", int(t // SLOT_S), phase)
-        pf = 0.86 + 0.12 * _unit(self.seed, "pf", int(t // 600), phase)
+        pf = 0.86 + 0.12 * self._block("pf", int(t // 600), phase)
         return p, p * math.tan(math.acos(pf))
 
 
@@ -178,6 +211,7 @@ class Meter:
         t0 = k * SLOT_S
         seed = self.house.seed
         pv = self.house.pv_w(t0) / 3
+        h = self.house.local_hour(t0) if self.role == "grid" else 0.0
         p, q, v = [], [], []
         for ph in range(3):
             if self.role == "solar":
@@ -186,7 +220,7 @@ class Meter:
                 pp = -pv if pv > 0 else 2.0 + 0.5 * _unit(seed, "standby", k, ph)
                 qq = 0.02 * abs(pp) + 1.0
             else:
-                lp, lq = self.house.load_w(t0, ph)
+                lp, lq = self.house.load_w(t0, ph, h)
                 pp, qq = lp - pv, lq
             p.append(pp)
             q.append(qq)
@@ -218,6 +252,7 @@ class Meter:
 
     def _integrate(self, s: Slot, dt: float) -> None:
         m = self.minute
+        sa, ia = s.sa, s.ia
         for k in range(3):
             e = s.p[k] * dt / 3600
             if e >= 0:
@@ -232,12 +267,12 @@ class Meter:
             else:
                 m.lead[k] -= r
             m.p[k].append(s.p[k])
-            m.s[k].append(s.s(k))
+            m.s[k].append(sa[k])
             m.v[k].append(s.v[k])
-            m.i[k].append(s.i(k))
+            m.i[k].append(ia[k])
             m.vsum[k] += s.v[k] * dt
-            m.isum[k] += s.i(k) * dt
-        n = s.neutral()
+            m.isum[k] += ia[k] * dt
+        n = s.n
         m.n.append(n)
         m.nsum += n * dt
         m.seconds += dt

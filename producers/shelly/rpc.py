@@ -156,6 +156,8 @@ class ShellyRpc:
             if isinstance(body, dict):
                 raise RpcError(body.get("code", resp.status_code), str(body.get("message", "")))
             raise RpcError(resp.status_code, "error without a body")
+        if body is None:  # methods that only act (DeleteAllData) answer null
+            body = {}
         if not isinstance(body, dict):
             self._count("bad_responses")
             raise _Transient("bad_responses", f"result is a {type(body).__name__}, not an object", BadResponse)
