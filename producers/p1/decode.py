@@ -71,6 +71,45 @@ def build_spec(version: obis.Version, tz: ZoneInfo) -> dict[str, Any]:
     return {**{k: v for k, v in base.items() if k != "objects"}, "objects": objects}
 
 
+def _crc_table() -> tuple[int, ...]:
+    table = []
+    for i in range(256):
+        crc = i
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+        table.append(crc)
+    return tuple(table)
+
+
+_CRC_TABLE = _crc_table()
+
+
+def crc16(data: bytes) -> int:
+    """CRC-16/ARC (reflected 0xA001, init 0), the P1 telegram checksum over `/` .. `!` inclusive.
+
+    The same function as dsmr_parser's ``TelegramParser.crc16`` (the tests check they agree) at a
+    fifth of its cost (0.2 ms instead of 1 ms per telegram here), where it was the largest single cost of
+    reading a telegram a second on a Raspberry Pi.
+    """
+    crc = 0
+    table = _CRC_TABLE
+    for b in data:
+        crc = (crc >> 8) ^ table[(crc ^ b) & 0xFF]
+    return crc
+
+
+def check_crc(text: str) -> None:
+    """Raise DecodeError("bad_crc") unless the `!XXXX` after the telegram matches its content."""
+    end = text.rfind("!")
+    digits = text[end + 1:].rstrip("\r\n\0")
+    if end < 0 or not 1 <= len(digits) <= 4 or any(c not in "0123456789ABCDEF" for c in digits):
+        raise DecodeError("bad_crc", f"no CRC after '!' (got {digits[:8]!r})")
+    expected = int(digits, 16)
+    actual = crc16(text[:end + 1].encode("latin-1"))
+    if actual != expected:
+        raise DecodeError("bad_crc", f"CRC {actual:04X} computed, telegram says {expected:04X}")
+
+
 class Decoder:
     """Parses telegram text of one meter version into ``Sample`` objects."""
 
@@ -78,13 +117,15 @@ class Decoder:
         self.version = version
         self.spec = build_spec(version, tz)
         self.has_crc = bool(self.spec["checksum_support"]) and check_crc
-        self._parser = TelegramParser(self.spec, apply_checksum_validation=check_crc)
+        self._parser = TelegramParser(self.spec, apply_checksum_validation=False)
 
     def parse(self, text: str) -> Telegram:
-        """dsmr_parser's Telegram for ``text``; DecodeError for a bad CRC or a malformed line."""
+        """dsmr_parser's Telegram for ``text`` (from `/`); DecodeError for a bad CRC or a malformed line."""
+        if self.has_crc:
+            check_crc(text)
         try:
             return self._parser.parse(text, throw_ex=True)
-        except InvalidChecksumError as exc:
+        except InvalidChecksumError as exc:  # not raised with validation off; kept for safety
             raise DecodeError("bad_crc", str(exc)) from None
         except ParseError as exc:
             raise DecodeError("parse_error", str(exc)) from None

@@ -4,7 +4,7 @@ A telegram layout is data: the lines of a real meter of that kind (the Iskra MT3
 fixtures) as format strings, filled from a dict of values. ``Household`` makes those values: a base
 load with a cycling fridge and the odd kettle, PV on a sunny-ish day, per-phase split, counters that only
 ever increase (per tariff), a gas meter captured every 5 minutes, water, and the Belgian quarter-hour
-demand with its monthly peak. The CRC is dsmr_parser's own CRC-16/ARC over `/`..`!`.
+demand with its monthly peak. The CRC is CRC-16/ARC over `/`..`!` (``decode.crc16``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
-from dsmr_parser.parsers import TelegramParser
+from producers.p1.decode import crc16
 
 _COMMON_PHASES = [
     "1-0:21.7.0({p1_imp:06.3f}*kW)", "1-0:41.7.0({p2_imp:06.3f}*kW)", "1-0:61.7.0({p3_imp:06.3f}*kW)",
@@ -79,11 +79,6 @@ LAYOUTS: dict[str, list[str]] = {
 
 SUB_METER_PERIOD_S = 300
 """M-Bus sub-meters report a value captured every 5 minutes (DSMR 5)."""
-
-
-def crc16(body: bytes) -> int:
-    """CRC-16/ARC as P1 uses it, computed by dsmr_parser (the same code that checks it)."""
-    return TelegramParser.crc16(body.decode("latin-1"))
 
 
 def frame(lines: list[str]) -> bytes:

@@ -49,6 +49,7 @@ class P1Service:
         self.online: bool | None = None
         self.sub_last: dict[str, int] = {}
         self.sub_online: set[str] = set()
+        self.last_host_ts = 0
         # dsmr_parser logs every bad line at ERROR with a traceback; we count, dead-letter and log
         # (rate-limited) ourselves.
         logging.getLogger("dsmr_parser").setLevel(logging.CRITICAL)
@@ -122,7 +123,10 @@ class P1Service:
         self._set_online(True)
         sample: Sample = item.sample
         now = int(time.time() * 1000)
-        ts = sample.ts if (self.cfg.meter_clock and sample.ts is not None) else now
+        if self.cfg.meter_clock and sample.ts is not None:
+            ts = sample.ts
+        else:  # host clock: telegrams that arrive in one burst still get distinct, increasing stamps
+            ts = self.last_host_ts = max(now, self.last_host_ts + 1)
         if abs(ts - now) > CLOCK_SKEW_WARN_MS:
             self.ctx.bad_input_log.warning("clock", "meter clock is %.0f s off the host's", (ts - now) / 1000)
         if sample.metrics:

@@ -34,10 +34,18 @@ def read_via(transport: str, frames: list[Item], dsmr: str, *, want: int, timeou
         emu.play()
         out: list[Decoded | Rejected] = []
         deadline = time.monotonic() + timeout
+        quiet_since = None
         while len(out) < want and time.monotonic() < deadline:
             try:
-                out += reader.poll_once()
+                got = reader.poll_once()
             except ConnectionLost:
+                break
+            out += got
+            if got or not emu.done.is_set():
+                quiet_since = None
+            elif quiet_since is None:
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since > 0.3:  # everything sent and read
                 break
         out += reader.close()
         return out
