@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from producers.adc.circuit import CircuitRunner
@@ -59,13 +60,19 @@ def run(ctx, cfg: Config) -> None:
         ctx.log.warning("sampling %d circuit(s) takes %.2f s, more than interval = %g s: readings will "
                         "come as fast as sampling allows", len(runners), window_s, cfg.interval)
 
-    for r in runners:
-        problem = r.energy.restore(ctx.load_state(r.device))
+    # One retained-state lookup per device, side by side: each may wait its full timeout when the
+    # broker has no state yet (first start), and several circuits must not add those up.
+    with ThreadPoolExecutor(max_workers=len(runners)) as pool:
+        states = list(pool.map(lambda r: ctx.load_state(r.device), runners))
+    for r, state in zip(runners, states, strict=True):
+        problem = r.energy.restore(state)
         if problem:
             ctx.counters.inc("bad_state")
             ctx.log.warning("%s: starting the energy counters from 0: %s", r.device, problem)
         ctx.log.info("%s: energy import %.3f Wh, export %.3f Wh", r.device, r.energy.import_wh,
                      r.energy.export_wh)
+    if ctx.stopping.is_set():
+        return
 
     local_voltage: dict[str, list[CircuitRunner]] = {}  # our own device -> circuits that take its voltage
     for r in runners:

@@ -16,7 +16,7 @@ ratios. Here, per window:
    and its sensor may lead by ``phase_deg``. The voltage at the current's instant is interpolated from the
    two samples around it with the weights that are exact for a sinusoid at the measured frequency
    (``sin((1-r)θ)/sin θ`` and ``sin(rθ)/sin θ``, θ the phase advance per step); emonLib's straight-line
-   weights (1-r, r) lose ~0.1-0.4 % of amplitude at 60 samples per cycle.
+   weights (1-r, r) get the amplitude wrong by ~0.1-0.4 % at 60 samples per cycle.
 4. Vrms, Irms, real power (mean of v·i, signed: the direction of flow), frequency from the crossings.
 
 Everything is a handful of vector operations per channel, well over a million samples a second on one
