@@ -69,7 +69,7 @@ class Broker:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "Broker":
-        self.proc = subprocess.Popen([self.binary, "-c", str(self.conf)], stdout=open(self.log, "ab"),
+        self.proc = subprocess.Popen([self.binary, "-c", str(self.conf)], stdout=open(self.log, "ab"), start_new_session=True,
                                      stderr=subprocess.STDOUT)
         try:
             wait_port(self.port)

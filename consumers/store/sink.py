@@ -46,6 +46,10 @@ class Sink(ABC):
     def read(self, source: str, device: str, start_ms: int, end_ms: int) -> Iterator[Reading]:
         """Readings of one device with ``start_ms <= ts < end_ms``, oldest first."""
 
+    def count(self, source: str, device: str, start_ms: int = 0, end_ms: int = 2**53) -> int:
+        """How many readings of one device are stored (backends override with a cheap query)."""
+        return sum(1 for _ in self.read(source, device, start_ms, end_ms))
+
     def close(self) -> None:
         """Release connections."""
 

@@ -107,8 +107,9 @@ class SqliteSink(Sink):
             yield Reading(row[base["source"]], row[base["device"]], row[base["ts"]], metrics,
                           row[base["seq"]], row[base["period_s"]] or 0.0, row[base["quality"]])
 
-    def count(self) -> int:
-        return self.db.execute("SELECT count(*) FROM readings").fetchone()[0]
+    def count(self, source: str, device: str, start_ms: int = 0, end_ms: int = 2**53) -> int:
+        return self.db.execute("SELECT count(*) FROM readings WHERE source = ? AND device = ? AND ts >= ? "
+                               "AND ts < ?", (source, device, start_ms, end_ms)).fetchone()[0]
 
     def close(self) -> None:
         if self._db is not None:
