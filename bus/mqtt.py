@@ -78,6 +78,7 @@ class BusClient:
         self.server_receive_maximum = 65535
         self._subs: dict[str, tuple[str, int, Callback]] = {}  # filter (no prefix) -> (match filter, qos, cb)
         self._unclaimed: list[Message] = []
+        self._subacks: dict[int, threading.Event] = {}
         self._lock = threading.Lock()
         self._on_connect_hooks: list[Callable[[bool], None]] = []
         self._on_publish_hooks: list[Callable[[int], None]] = []
@@ -102,6 +103,7 @@ class BusClient:
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
         c.on_publish = self._on_publish
+        c.on_subscribe = self._on_subscribe
         self._client = c
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = cfg.session_expiry if session_expiry is None else session_expiry
@@ -153,8 +155,12 @@ class BusClient:
     def publish(self, topic: str, payload: Payload, *, qos: int = 1, retain: bool = False) -> paho.MQTTMessageInfo:
         return self._client.publish(self.full(topic), encode_payload(payload), qos=qos, retain=retain)
 
-    def subscribe(self, topic_filter: str, callback: Callback, *, qos: int = 1) -> None:
-        """Route messages matching ``topic_filter`` (prefix-free; ``$share/`` allowed) to ``callback``."""
+    def subscribe(self, topic_filter: str, callback: Callback, *, qos: int = 1) -> threading.Event | None:
+        """Route messages matching ``topic_filter`` (prefix-free; ``$share/`` allowed) to ``callback``.
+
+        Returns an event set when the broker acknowledged the subscription (None when not connected yet:
+        it is then made on connect). Retained messages follow the acknowledgement.
+        """
         match = topic_filter.split("/", 2)[2] if topic_filter.startswith("$share/") else topic_filter
         with self._lock:  # same lock as _on_connect's snapshot: a filter is never missed by both
             self._subs[topic_filter] = (match, qos, callback)
@@ -164,7 +170,13 @@ class BusClient:
         for msg in claimed:
             self._dispatch(callback, msg)
         if now:
-            self._client.subscribe(self.full(topic_filter), options=SubscribeOptions(qos=qos, retainHandling=1))
+            rc, mid = self._client.subscribe(self.full(topic_filter),
+                                             options=SubscribeOptions(qos=qos, retainHandling=1))
+            if rc == 0 and mid is not None:
+                with self._lock:
+                    self._subacks[mid] = acked = threading.Event()
+                return acked
+        return None
 
     def unsubscribe(self, topic_filter: str) -> None:
         with self._lock:
@@ -203,6 +215,12 @@ class BusClient:
         if was and not self._closing:
             self.log.warning("lost connection to %s:%s (%s); reconnecting", self.cfg.host, self.cfg.port,
                              reason_code)
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        with self._lock:
+            event = self._subacks.pop(mid, None)
+        if event is not None:
+            event.set()
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         for hook in self._on_publish_hooks:

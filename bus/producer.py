@@ -21,6 +21,9 @@ from bus.outbox import DiskOutbox, Item, MemoryOutbox, Outbox
 from bus.runtime import ProcessContext
 
 
+RETAINED_GRACE_S = 0.5
+
+
 class ProducerContext(ProcessContext):
     kind = "producer"
 
@@ -33,6 +36,7 @@ class ProducerContext(ProcessContext):
         self.outbox: Outbox = (DiskOutbox(m.queue_dir, self.name, m.queue_max) if m.queue_dir
                                else MemoryOutbox(m.queue_max))
         self._inflight: dict[int, Item] = {}
+        self._in_hand = 0  # taken from the outbox, not yet registered in flight
         self._early_acks: dict[int, float] = {}  # PUBACKs that beat the sender to registering the mid
         self._inflight_lock = threading.Lock()
         self._window = threading.Semaphore(0)
@@ -99,9 +103,14 @@ class ProducerContext(ProcessContext):
             msg.ack()
             done.set()
 
+        deadline = time.monotonic() + timeout
         self.client.wait_connected(timeout)
-        self.client.subscribe(topic, cb)
-        done.wait(timeout)
+        acked = self.client.subscribe(topic, cb)
+        if acked is not None and acked.wait(max(0.0, deadline - time.monotonic())):
+            # the broker sends a retained message right after the SUBACK; a short grace is enough
+            done.wait(min(RETAINED_GRACE_S, max(0.0, deadline - time.monotonic())))
+        else:
+            done.wait(max(0.0, deadline - time.monotonic()))
         self.client.unsubscribe(topic)
         if not got or not got[-1]:
             return None
@@ -151,8 +160,10 @@ class ProducerContext(ProcessContext):
                 continue
             if not self._window.acquire(timeout=0.5):
                 continue
+            self._in_hand = 1
             items = self.outbox.take(1, 0.2)
             if not items:
+                self._in_hand = 0
                 self._window.release()
                 if self._stopped_and_empty():
                     return
@@ -162,6 +173,7 @@ class ProducerContext(ProcessContext):
             info = self.client.publish(item[1], item[2], qos=1, retain=item[3])
             if info.rc not in (MQTT_ERR_SUCCESS, MQTT_ERR_NO_CONN):  # NO_CONN: paho sends it on reconnect
                 self.outbox.requeue(items)
+                self._in_hand = 0
                 self._window.release()
                 time.sleep(0.2)
                 continue
@@ -169,19 +181,24 @@ class ProducerContext(ProcessContext):
                 early = self._early_acks.pop(info.mid, None) is not None
                 if not early:
                     self._inflight[info.mid] = item
+            self._in_hand = 0
             if early:
                 self.outbox.done(item[0])
                 self._window.release()
             self.counters.inc("published")
 
     def _stopped_and_empty(self) -> bool:
-        return self.stopping.is_set() and len(self.outbox) == 0 and not self._inflight
+        return self.stopping.is_set() and self.idle()
+
+    def idle(self) -> bool:
+        """True when every queued message has been acknowledged by the broker."""
+        return len(self.outbox) == 0 and not self._inflight and not self._in_hand
 
     def flush(self, timeout: float) -> bool:
         """Wait until every queued reading is acknowledged by the broker (on stop)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if len(self.outbox) == 0 and not self._inflight:
+            if self.idle():
                 return True
             if not self.client.connected.is_set():
                 return False
