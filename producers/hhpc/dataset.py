@@ -21,8 +21,6 @@ from __future__ import annotations
 import io
 import itertools
 import math
-import operator
-from array import array
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -163,7 +161,7 @@ class NonexistentLocalTime(ValueError):
 # A chunk that does not fit (a bad or blank line, an exponent, spaces) falls back to the line-by-line
 # path, which reports each bad line and reads the rest with float().
 
-CHUNK_LINES = 8192
+CHUNK_LINES = 4096
 
 
 class _Layout(NamedTuple):
@@ -273,8 +271,8 @@ def _parse_bytes(data: bytes, n: int, layout: _Layout) -> tuple[np.ndarray, np.n
     length = ends - starts
     # Digits summed by position: a digit's weight is 10 ** (digits after it in its token).
     is_digit = (buf - 48) < 10  # uint8 arithmetic wraps below '0'
-    digits_through = np.cumsum(is_digit, dtype=np.int64)
-    token = np.cumsum(is_sep) - is_sep  # token index of each byte
+    digits_through = np.cumsum(is_digit, dtype=np.int32)
+    token = np.cumsum(is_sep, dtype=np.int32) - is_sep  # token index of each byte
     at = np.flatnonzero(is_digit)
     tok = token[at]
     after = digits_through[ends][tok] - digits_through[at]
@@ -312,11 +310,16 @@ def _parse_bytes(data: bytes, n: int, layout: _Layout) -> tuple[np.ndarray, np.n
     if not (_valid_dates(y, m, d).all() and (hh < 24).all() and (mi < 60).all() and (ss < 60).all()):
         return None
     cols = [token_of_field[i] for i in layout.value_at]
-    # Exact integer mantissa times scale, then one correctly rounded division: same as float(text).
-    values = sgn[:, cols] * mant[:, cols] * layout.scales / _POW10[dec[:, cols]]
+    # An exact integer mantissa and one correctly rounded division: the same double as float(text).
+    values = sgn[:, cols] * mant[:, cols] / _POW10[dec[:, cols]]
     values[miss[:, cols]] = np.nan
     return ((y * 10000 + m * 100 + d).astype(np.int32), (hh * 3600 + mi * 60 + ss).astype(np.int32),
             values)
+
+
+def _to_metric(values: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """Dataset units to metric units; rounding removes float noise (0.092 * 1000 = 92.00000000000001)."""
+    return np.round(values * scales, DECIMALS)
 
 
 @contextmanager
@@ -392,9 +395,8 @@ class _Scanner:
         if parsed is None:
             return None
         ymd, sod, values = parsed
-        if np.isinf(values).any():  # only from an absurdly long mantissa; let the slow path say where
-            return None
-        return _Chunk(np.arange(first, first + len(block), dtype=np.int32), ymd, sod, values)
+        return _Chunk(np.arange(first, first + len(block), dtype=np.int32), ymd, sod,
+                      _to_metric(values, self.layout.scales))
 
     def _slow(self, block: list[str], first: int) -> _Chunk:
         """Line by line: report each bad line, keep the others."""
@@ -446,9 +448,8 @@ class _Scanner:
                 sods.append(sod)
                 rows.append(row)
         values = np.array(rows, dtype=np.float64).reshape(len(rows), len(value_at))
-        # np.round removes float noise such as 0.092 * 1000 = 92.00000000000001.
-        values = np.round(values * scales, DECIMALS)
-        return _Chunk(np.array(lines, np.int32), np.array(ymds, np.int32), np.array(sods, np.int32), values)
+        return _Chunk(np.array(lines, np.int32), np.array(ymds, np.int32), np.array(sods, np.int32),
+                      _to_metric(values, scales))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -509,6 +510,29 @@ _EPOCH_UTC = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MS = timedelta(milliseconds=1)
 
 
+_SAFE_DAYS: dict[tuple[ZoneInfo, int], datetime | None] = {}
+
+
+def _day_base(tz: ZoneInfo, ordinal: int) -> datetime | None:
+    """``_EPOCH + offset`` when the day keeps one UTC offset from midnight to midnight, else None.
+
+    Cached per zone and day: a replay converts half a million times, almost all on ordinary days.
+    """
+    key = (tz, ordinal)
+    try:
+        return _SAFE_DAYS[key]
+    except KeyError:
+        pass
+    start = datetime.fromordinal(ordinal)
+    end = start + timedelta(days=1, microseconds=-1)
+    offsets = {t.replace(tzinfo=tz, fold=f).utcoffset() for t in (start, end) for f in (0, 1)}
+    base = _EPOCH + offsets.pop() if len(offsets) == 1 else None  # type: ignore[operator]
+    if len(_SAFE_DAYS) > 100_000:
+        _SAFE_DAYS.clear()
+    _SAFE_DAYS[key] = base
+    return base
+
+
 def local_to_epoch_ms(local: datetime, tz: ZoneInfo) -> int:
     """Epoch milliseconds (UTC) of a naive local wall-clock time in ``tz``.
 
@@ -523,6 +547,9 @@ def local_to_epoch_ms(local: datetime, tz: ZoneInfo) -> int:
     """
     if local.tzinfo is not None:
         return (local - _EPOCH_UTC) // _MS
+    base = _day_base(tz, local.toordinal())
+    if base is not None:  # an ordinary day: one offset all day long
+        return (local - base) // _MS
     before = local.replace(tzinfo=tz, fold=0).utcoffset()
     after = local.replace(tzinfo=tz, fold=1).utcoffset()
     if before == after:
@@ -531,7 +558,7 @@ def local_to_epoch_ms(local: datetime, tz: ZoneInfo) -> int:
         raise NonexistentLocalTime(f"{local:%Y-%m-%d %H:%M:%S} does not exist in {tz.key}")
     else:
         offset = after if local.fold else before
-    return (local.replace(fold=0) - offset - _EPOCH) // _MS
+    return (local.replace(fold=0) - offset - _EPOCH) // _MS  # type: ignore[operator]
 
 
 def iter_epochs(
@@ -633,7 +660,9 @@ def load_year(
     """Read one year of a dataset file into a :class:`YearTable`.
 
     ``year=None`` takes the year with the most rows (the UCI file spans 2006-2010; its best-covered
-    year wins); give ``year`` to pick another and to keep memory flat on multi-year files.
+    year wins). Rows are written straight into a table per year met, so a one-year file costs one
+    table (~17 MB) and nothing more; a multi-year file costs a table per year until the best one is
+    chosen, unless ``year`` says which one to keep.
     """
     stats = LoadStats()
 
@@ -642,52 +671,47 @@ def load_year(
         if on_bad is not None:
             on_bad(b)
 
+    tables: dict[int, YearTable] = {}
+    seen: dict[int, int] = {}  # rows read per year
     ncols = len(COLUMNS)
-    slot_parts: list[np.ndarray] = []
-    year_parts: list[np.ndarray] = []
-    line_parts: list[np.ndarray] = []
-    value_parts: list[np.ndarray] = []
     with _text(path) as f:
         scanner = _Scanner(f, count_bad)
         order = [list(COLUMNS).index(n) for n in scanner.layout.names]
         for chunk in scanner:
-            n = len(chunk.lines)
             years, doy0 = _day_index(chunk.ymd)
-            years = years.astype(np.uint16)
-            slots = (doy0 * MINUTES_PER_DAY + chunk.sod // 60).astype(np.int32)
-            lines = chunk.lines
-            values = np.full((n, ncols), np.nan, dtype=np.float32)
-            values[:, order] = chunk.values
-            if year is not None:
-                mine = years == year
-                stats.other_years += int(n - mine.sum())
-                years, slots, lines, values = years[mine], slots[mine], lines[mine], values[mine]
-            year_parts.append(years)
-            slot_parts.append(slots)
-            line_parts.append(lines)
-            value_parts.append(values)
-    slot_a = np.concatenate(slot_parts or [np.zeros(0, np.int32)])
-    year_a = np.concatenate(year_parts or [np.zeros(0, np.uint16)])
-    line_a = np.concatenate(line_parts or [np.zeros(0, np.int32)])
-    vals_a = np.concatenate(value_parts or [np.zeros((0, ncols), np.float32)])
-    del slot_parts, year_parts, line_parts, value_parts
+            slots = doy0 * MINUTES_PER_DAY + chunk.sod // 60
+            kinds, counts = np.unique(years, return_counts=True)
+            for y, count in zip(kinds.tolist(), counts.tolist()):
+                seen[y] = seen.get(y, 0) + count
+                if year is not None and y != year:
+                    continue
+                table = tables.get(y)
+                if table is None:
+                    size = (366 if _is_leap(y) else 365) * MINUTES_PER_DAY
+                    table = tables[y] = YearTable(y, np.full((size, ncols), np.nan, np.float32),
+                                                  np.zeros(size, np.int32), LoadStats())
+                mine = np.flatnonzero(years == y)
+                # The last row for a minute wins: unique over the reversed order finds last occurrences.
+                where, first_rev = np.unique(slots[mine][::-1], return_index=True)
+                last = mine[len(mine) - 1 - first_rev]
+                table.stats.duplicates += int(len(mine) - len(last) + np.count_nonzero(table.lines[where]))
+                table.lines[where] = chunk.lines[last]
+                block = np.full((len(last), ncols), np.nan, np.float32)
+                block[:, order] = chunk.values[last]
+                table.values[where] = block
     if year is None:
-        if len(year_a) == 0:
+        if not seen:
             raise ValueError(f"{path}: no readable rows")
-        counts = np.bincount(year_a)
-        year = int(counts.argmax())
-        keep = year_a == year
-        stats.other_years = int(len(year_a) - keep.sum())
-        slot_a, line_a, vals_a = slot_a[keep], line_a[keep], vals_a[keep]
-    days = 366 if _is_leap(year) else 365
-    table_vals = np.full((days * MINUTES_PER_DAY, ncols), np.nan, dtype=np.float32)
-    table_lines = np.zeros(days * MINUTES_PER_DAY, dtype=np.int32)
-    # Keep the last row for each minute: unique over the reversed order finds last occurrences.
-    _, first_rev = np.unique(slot_a[::-1], return_index=True)
-    last = len(slot_a) - 1 - first_rev
-    stats.duplicates = int(len(slot_a) - len(last))
-    table_vals[slot_a[last]] = vals_a[last]
-    table_lines[slot_a[last]] = line_a[last]
-    stats.rows = len(last)
-    stats.missing = int(np.isnan(vals_a[last]).all(axis=1).sum())
-    return YearTable(year, table_vals, table_lines, stats)
+        year = max(seen, key=lambda y: (seen[y], -y))
+    stats.other_years = sum(seen.values()) - seen.get(year, 0)
+    table = tables.pop(year, None)
+    tables.clear()
+    if table is None:
+        size = (366 if _is_leap(year) else 365) * MINUTES_PER_DAY
+        table = YearTable(year, np.full((size, ncols), np.nan, np.float32), np.zeros(size, np.int32))
+    present = table.lines != 0
+    stats.rows = int(np.count_nonzero(present))
+    stats.duplicates = table.stats.duplicates
+    stats.missing = int(np.count_nonzero(np.isnan(table.values).all(axis=1) & present))
+    table.stats = stats
+    return table

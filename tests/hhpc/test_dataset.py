@@ -168,12 +168,14 @@ def test_the_fast_and_the_line_by_line_reader_agree(tmp_path, monkeypatch):
     path = tmp_path / "weeks.txt"
     generate_year(2024, path, seed=5, start=date(2024, 3, 25), end=date(2024, 4, 8))
     text = path.read_text() + "".join(UCI.splitlines(True)[1:])  # the UCI dialect's rows too
+    text += "01/05/2024;00:00:00;0.0005;1.2345678;230.1234;-1.5;0;1;2.5\n"  # odd but valid numbers
     fast, bad_fast = read(text)
     monkeypatch.setattr(dataset._Scanner, "_fast", lambda self, block, first: None)
     slow, bad_slow = read(text)
     assert bad_fast == bad_slow == []
-    assert len(fast) == 14 * 1440 + 4
+    assert len(fast) == 14 * 1440 + 5
     assert fast == slow
+    assert fast[-1].metrics["power_w"] == 0.5 and fast[-1].metrics["reactive_power_var"] == 1234.568
 
 
 def test_files_binary_streams_and_crlf_line_ends_all_read(tmp_path):
@@ -226,6 +228,35 @@ def test_fall_back_hour_maps_by_fold_to_two_distinct_ordered_instants():
     assert first == utc_ms(2024, 10, 27, 0, 30)
     assert second == utc_ms(2024, 10, 27, 1, 30)
     assert local_to_epoch_ms(datetime(2024, 10, 27, 3, 0), BRUSSELS) == utc_ms(2024, 10, 27, 2, 0)
+
+
+@pytest.mark.parametrize("zone, days", [
+    ("Europe/Brussels", {date(2024, 3, 31): 60, date(2024, 10, 27): 0, date(2024, 6, 1): 0}),
+    ("Australia/Lord_Howe", {date(2024, 4, 7): 0, date(2024, 10, 6): 30}),  # half-hour shifts
+    ("America/New_York", {date(2024, 3, 10): 60, date(2024, 11, 3): 0}),
+])
+def test_every_minute_around_a_transition_round_trips_through_the_clock(zone, days):
+    """The oracle is the clock itself: each instant's wall time (fold included) must map back to it."""
+    tz = ZoneInfo(zone)
+    for day, gap_minutes in days.items():
+        start = int(datetime.combine(day - timedelta(days=1), datetime.min.time(), tz).timestamp())
+        instants = range(start, start + 3 * 86400, 60)
+        walls = {}
+        for ts in instants:
+            wall = datetime.fromtimestamp(ts, tz).replace(tzinfo=None)  # fold set on the second pass
+            walls[(wall, wall.fold)] = ts
+            assert local_to_epoch_ms(wall, tz) == ts * 1000
+        # Wall-clock minutes the clock never showed are the gap: they must raise, all others must not.
+        first = min(w for w, _ in walls)
+        last = max(w for w, _ in walls)
+        gap = 0
+        for k in range(int((last - first).total_seconds()) // 60):
+            wall = first + timedelta(minutes=k)
+            if (wall, 0) not in walls and (wall, 1) not in walls:
+                gap += 1
+                with pytest.raises(NonexistentLocalTime):
+                    local_to_epoch_ms(wall, tz)
+        assert gap == gap_minutes
 
 
 def test_a_log_that_lives_through_the_fall_back_hour_twice_gets_increasing_instants():
