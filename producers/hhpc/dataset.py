@@ -246,7 +246,8 @@ _MAX_DIGITS = 15  # a double holds 15 decimal digits exactly
 def _parse_bytes(data: bytes, n: int, layout: _Layout) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """Parse ``n`` well-formed lines at once; None if anything is irregular.
 
-    Returns (ymd, second of day, values scaled into metric units with NaN for missing).
+    Returns (yyyymmdd, second of the day, values in the file's units with NaN for missing). Each value
+    is the same double float() would give for its text.
     """
     buf = np.frombuffer(data, np.uint8)
     if not _OK_BYTE[buf].all():
