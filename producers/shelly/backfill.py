@@ -13,7 +13,7 @@ Reconstruction (``build_readings``): a record holds the energy of its own period
 Counters are rebuilt by a prefix sum anchored at the last counters published before the gap
 (a record straddling the anchor contributes the part after it, pro rata) and clamped to the
 counters read after the gap, so they never decrease and never pass the next live reading.
-Readings are "ok" when the anchor fell on a record boundary and nothing had to be clamped (every
+Readings are "ok" when a record starts exactly at the anchor and nothing had to be clamped (every
 value is then a device measurement or an exact sum of them); otherwise "estimated".
 """
 
@@ -209,7 +209,9 @@ def build_readings(rows: Rows, profile: Profile, invert: bool, window: Window) -
         if base is not None and window.anchor_ts is not None:
             a = window.anchor_ts
             share = np.where(rows.ts >= a, 1.0, np.clip((ends - a) / rows.period, 0.0, 1.0))
-            straddle = straddle or bool(np.any((rows.ts < a) & (ends > a)))
+            # exact only if a record starts right at the anchor: otherwise the anchor's minute is
+            # either split pro rata (a record straddles it) or missing (the device booted then)
+            straddle = straddle or not bool(np.any(rows.ts == a))
             c = base + np.cumsum(e * share)
         elif top is not None:  # no anchor before the gap: count back from the one after it
             c = top - (np.cumsum(e[::-1])[::-1] - e)

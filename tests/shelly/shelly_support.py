@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
@@ -57,7 +58,8 @@ class FakeContext:
                 action()
             if self.stop_at is not None and now >= self.stop_at:
                 self.stopping.set()
-        return self.stopping.is_set()
+            return self.stopping.is_set()
+        return self.stopping.wait(max(0.0, seconds))  # no fake clock: real time
 
     def publish_reading(self, device: str, metrics: dict[str, float], *, ts: int | None = None,
                         period_s: float = 0, quality: str = "ok") -> None:
@@ -115,7 +117,7 @@ def make_poller(ctx: FakeContext, emu, *, device: str = "mains", role: str = "gr
     config = Config(type="shelly", device=device, host=emu.url, role=role, **cfg)
     spec = config.specs(ctx.name)[0]
     saver = _ImmediateSaver(ctx)
-    return DevicePoller(ctx, spec, saver, clock=ctx.clock)
+    return DevicePoller(ctx, spec, saver, clock=ctx.clock or time.monotonic)
 
 
 class _ImmediateSaver(StateSaver):
