@@ -2,18 +2,17 @@
 
 A telegram layout is data: the lines of a real meter of that kind (the Iskra MT382 and Fluvius eMUCS
 fixtures) as format strings, filled from a dict of values. ``Household`` makes those values: a base
-load with a cycling fridge and the odd kettle, PV on a sunny-ish day, per-phase split, counters that only
+load with a cycling fridge, the odd kettle, an oven some evenings, PV following the sun and seasons, per-phase split, counters that only
 ever increase (per tariff), a gas meter captured every 5 minutes, water, and the Belgian quarter-hour
 demand with its monthly peak. The CRC is CRC-16/ARC over `/`..`!` (``decode.crc16``).
 """
 
 from __future__ import annotations
 
-import math
-import random
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
+
+import numpy as np
 
 from producers.p1.decode import crc16
 
@@ -97,121 +96,182 @@ def dsmr_stamp(t: datetime, tz: ZoneInfo) -> str:
     return local.strftime("%y%m%d%H%M%S") + ("S" if summer else "W")
 
 
-@dataclass
+EPOCH = datetime(2024, 1, 1, tzinfo=timezone.utc)
+"""The simulated meters' registers hold the BASE values at this instant and grow from there."""
+BASE = {"imp1": 10234.561, "imp2": 8123.004, "exp1": 1520.113, "exp2": 3811.790,   # kWh
+        "gas": 4321.987, "water": 512.345}                                           # m3
+_COUNTERS = ("imp1", "imp2", "exp1", "exp2", "gas", "water")
+_DAY = 86400
+
+
+def _hash(x: np.ndarray, seed: int) -> np.ndarray:
+    """A cheap deterministic integer hash (splitmix-style) for per-slot random events."""
+    salt = np.uint64((seed * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFF)
+    z = (x.astype(np.uint64) + salt) & np.uint64(0xFFFFFFFFFFFF)
+    z = (z ^ (z >> np.uint64(17))) * np.uint64(0xED5AD4BB) & np.uint64(0xFFFFFFFFFFFF)
+    z = (z ^ (z >> np.uint64(11))) * np.uint64(0xAC4C1B51) & np.uint64(0xFFFFFFFFFFFF)
+    return z ^ (z >> np.uint64(15))
+
+
 class Household:
-    """Deterministic (seeded) household + PV behind one meter; ``step(t)`` advances it to time ``t``."""
+    """A household with PV behind one meter, as a pure function of time.
 
-    tz: ZoneInfo
-    seed: int = 1
-    pv_peak_w: float = 3500.0
-    imp: list[float] = field(default_factory=lambda: [10234.561, 8123.004])   # kWh per tariff
-    exp: list[float] = field(default_factory=lambda: [1520.113, 3811.790])
-    gas: float = 4321.987
-    water: float = 512.345
-    short_failures: int = 7
-    long_failures: int = 2
+    Power is constant within each minute (plus a little display jitter), so every register is the exact
+    integral of the power shown: counters never go back, not even when the emulator restarts, and a
+    restart continues where the last run would have been. The household lives on standard (winter) time
+    of ``tz``; the seasons move the PV output and the heating.
+    """
 
-    def __post_init__(self) -> None:
-        self.rng = random.Random(self.seed)
-        self.t: datetime | None = None
-        self.kettle_until: datetime | None = None
-        self.power = [0.0, 0.0, 0.0]
-        self.gas_capture = (None, self.gas)
-        self.water_capture = (None, self.water)
-        self.quarter_start: datetime | None = None
-        self.quarter_wh = 0.0
-        self.peak: tuple[datetime | None, float] = (None, 2.5)   # kW; Fluvius bills at least 2.5 kW
-        self.peak_month: int | None = None
-        self.prev_peak = 3.695
+    def __init__(self, tz: ZoneInfo, profile: str = "5", seed: int = 1, pv_peak_w: float = 3500.0):
+        self.tz, self.profile, self.seed, self.pv_peak_w = tz, profile, seed, pv_peak_w
+        jan = datetime(2024, 1, 15, 12, tzinfo=tz).utcoffset() or timedelta(0)
+        jul = datetime(2024, 7, 15, 12, tzinfo=tz).utcoffset() or timedelta(0)
+        self.std_offset = int(min(jan, jul).total_seconds())
+        self.epoch = int(EPOCH.timestamp())
+        self._prefix: np.ndarray | None = None     # registers at the start of each day since the epoch
+        self._day_index = -1
+        self._day_cum: np.ndarray | None = None    # registers at each minute of the current day
+        self._peaks: dict[tuple[int, int], tuple[int, float]] = {}
 
-    # -- the model -----------------------------------------------------------------------------------
-    def _load_w(self, t: datetime) -> list[float]:
-        local = t.astimezone(self.tz)
-        h = local.hour + local.minute / 60
-        base = 150 + 90 * (1 if (t.timestamp() // 600) % 3 == 0 else 0)          # fridge cycles
-        evening = 600 * math.exp(-((h - 19.5) ** 2) / 2)                        # cooking, TV, lights
-        morning = 300 * math.exp(-((h - 7.5) ** 2) / 0.5)
-        if self.kettle_until is None and self.rng.random() < 0.002:
-            self.kettle_until = t + timedelta(seconds=150)
-        kettle = 2000.0 if self.kettle_until and t < self.kettle_until else 0.0
-        if self.kettle_until and t >= self.kettle_until:
-            self.kettle_until = None
-        jitter = self.rng.uniform(-15, 15)
-        return [base * 0.5 + evening * 0.4 + kettle + jitter, base * 0.3 + evening * 0.3 + morning,
-                base * 0.2 + evening * 0.3]
+    # -- the model, vectorised over minute starts ------------------------------------------------------
+    def tariffs(self, t: np.ndarray) -> np.ndarray:
+        """NL: 1 = low (nights 23-07, weekends), 2 = normal. BE: 1 = day (07-22 on weekdays), 2 = night."""
+        local = t + self.std_offset
+        hour = (local % _DAY) // 3600
+        weekday = (local // _DAY + 3) % 7          # 1970-01-01 was a Thursday
+        if self.profile == "5B":
+            return np.where((weekday < 5) & (hour >= 7) & (hour < 22), 1, 2)
+        return np.where((weekday < 5) & (hour >= 7) & (hour < 23), 2, 1)
 
-    def _pv_w(self, t: datetime) -> float:
-        local = t.astimezone(self.tz)
-        h = local.hour + local.minute / 60 + local.second / 3600
-        if not 6 <= h <= 20:
-            return 0.0
-        clouds = 0.75 + 0.25 * math.sin(t.timestamp() / 97.0)
-        return self.pv_peak_w * math.sin(math.pi * (h - 6) / 14) * clouds
+    def phases_w(self, t: np.ndarray) -> np.ndarray:
+        """Net power per phase (3, n), import positive, for minute starts ``t`` (epoch seconds)."""
+        local = t + self.std_offset
+        h = (local % _DAY) / 3600.0
+        fridge = np.where((t // 600) % 3 == 0, 90.0, 0.0)
+        base = 150.0 + fridge
+        evening = 600.0 * np.exp(-((h - 19.5) ** 2) / 2.0)
+        morning = 300.0 * np.exp(-((h - 7.5) ** 2) / 0.5)
+        quarter = t // 900
+        event = _hash(quarter, self.seed)
+        begins = (event >> np.uint64(8)) % np.uint64(12)
+        minute = ((t % 900) // 60).astype(np.uint64)
+        awake = (h > 6.5) & (h < 23)
+        kettle = np.where(awake & (event % np.uint64(100) < 15) & (minute >= begins) & (minute < begins + 3),
+                          2000.0, 0.0)
+        # The oven on one day in three, 17:45-18:30: the quarter hours that set the monthly peak.
+        oven = np.where((_hash(local // _DAY, self.seed + 7) % np.uint64(3) == 0) & (h >= 17.75) & (h < 18.5),
+                        2400.0, 0.0)
+        doy = ((t - self.epoch) // _DAY) % 365
+        season = 0.55 + 0.45 * np.cos(2 * np.pi * (doy - 172) / 365.0)         # June strong, December weak
+        daylight = np.clip(np.sin(np.pi * (h - 6.0) / 14.0), 0.0, None) * ((h > 6) & (h < 20))
+        clouds = 0.75 + 0.25 * np.sin(t / 5820.0) * np.sin(t / 1370.0)
+        pv = self.pv_peak_w * season * daylight * clouds / 3
+        return np.stack([0.5 * base + 0.4 * evening + kettle - pv,
+                         0.3 * base + 0.3 * evening + morning + oven - pv,
+                         0.2 * base + 0.3 * evening - pv])
 
-    def tariff(self, t: datetime, profile: str) -> int:
-        """NL: 1 = low (nights 23-07, weekends), 2 = normal. BE: 1 = day (07-22 weekdays), 2 = night."""
-        local = t.astimezone(self.tz)
-        day = local.weekday() < 5 and (7 <= local.hour < (22 if profile == "5B" else 23))
-        if profile == "5B":
-            return 1 if day else 2
-        return 2 if day else 1
+    def _rates(self, t: np.ndarray) -> np.ndarray:
+        """Register increments per minute (n, 6): kWh for imp1, imp2, exp1, exp2; m3 for gas, water."""
+        net = self.phases_w(t).sum(axis=0)
+        tariff = self.tariffs(t)
+        imp = np.clip(net, 0, None) / 60_000.0
+        exp = np.clip(-net, 0, None) / 60_000.0
+        h = ((t + self.std_offset) % _DAY) / 3600.0
+        doy = ((t - self.epoch) // _DAY) % 365
+        heating = 0.15 + 0.85 * (0.5 + 0.5 * np.cos(2 * np.pi * (doy - 15) / 365.0))
+        gas = np.where((h < 8) | (h >= 17), 0.45, 0.1) * heating / 60.0
+        water = np.where((h >= 7) & (h < 22), 0.02, 0.001) / 60.0
+        one = tariff == 1
+        return np.stack([np.where(one, imp, 0), np.where(one, 0, imp), np.where(one, exp, 0),
+                         np.where(one, 0, exp), gas, water], axis=1)
 
-    def step(self, t: datetime, profile: str) -> None:
-        dt = 0.0 if self.t is None else max(0.0, (t - self.t).total_seconds())
-        self.t = t
-        load = self._load_w(t)
-        pv = self._pv_w(t) / 3
-        self.power = [load[i] - pv for i in range(3)]
-        net = sum(self.power)
-        tariff = self.tariff(t, profile)
-        self.imp[tariff - 1] += max(net, 0.0) * dt / 3.6e6
-        self.exp[tariff - 1] += max(-net, 0.0) * dt / 3.6e6
-        local = t.astimezone(self.tz)
-        self.gas += dt / 3600 * (0.35 if local.hour < 8 or local.hour >= 17 else 0.08)
-        self.water += dt / 3600 * (0.02 if 7 <= local.hour < 22 else 0.001)
-        capture = t - timedelta(seconds=t.timestamp() % SUB_METER_PERIOD_S)
-        if self.gas_capture[0] != capture:
-            self.gas_capture = (capture, self.gas)
-            self.water_capture = (capture, self.water)
-        # Fluvius: running average of the import power over the current quarter hour, monthly peak.
-        quarter = t - timedelta(seconds=t.timestamp() % 900)
-        if self.quarter_start != quarter:
-            if self.quarter_start is not None:
-                avg_kw = self.quarter_wh / 250.0          # Wh in 15 min -> kW
-                month = self.quarter_start.astimezone(self.tz).month
-                if self.peak_month is not None and self.peak_month != month:
-                    self.prev_peak, self.peak = self.peak[1], (None, 2.5)
-                self.peak_month = month
-                if avg_kw > self.peak[1]:
-                    self.peak = (quarter, avg_kw)
-            self.quarter_start, self.quarter_wh = quarter, 0.0
-        self.quarter_wh += max(net, 0.0) * dt / 3600
+    # -- registers -------------------------------------------------------------------------------------------
+    def _day_rates(self, first_day: int, days: int) -> np.ndarray:
+        starts = self.epoch + first_day * _DAY + np.arange(days * 1440, dtype=np.int64) * 60
+        return self._rates(starts).reshape(days, 1440, len(_COUNTERS))
 
-    def values(self, t: datetime, profile: str) -> dict[str, object]:
-        p = self.power
+    def _ensure(self, day: int) -> None:
+        """Registers at the start of every day up to ``day`` (computed a few days of minutes at a time)."""
+        if self._prefix is None:
+            self._prefix = np.zeros((1, len(_COUNTERS)))
+        have = len(self._prefix) - 1
+        if have < day:
+            totals = np.concatenate([self._day_rates(first, min(64, day - first)).sum(axis=1)
+                                     for first in range(have, day, 64)])
+            self._prefix = np.concatenate([self._prefix, self._prefix[-1] + np.cumsum(totals, axis=0)])
+        if self._day_index != day:
+            cum = np.cumsum(self._day_rates(day, 1)[0], axis=0)
+            self._day_cum = np.concatenate([np.zeros((1, len(_COUNTERS))), cum])
+            self._day_index = day
+
+    def registers(self, t: int) -> dict[str, float]:
+        """Every register at epoch second ``t`` (exact integral of the power since EPOCH, plus BASE)."""
+        if t < self.epoch:
+            raise ValueError(f"the simulated meter starts at {EPOCH.isoformat()}")
+        day, rest = divmod(t - self.epoch, _DAY)
+        self._ensure(day)
+        assert self._prefix is not None and self._day_cum is not None
+        minute, sec = divmod(rest, 60)
+        inside = self._day_cum[minute] + (self._day_cum[minute + 1] - self._day_cum[minute]) * (sec / 60)
+        vals = self._prefix[day] + inside
+        return {k: BASE[k] + float(v) for k, v in zip(_COUNTERS, vals)}
+
+    def _import_kwh(self, t: int) -> float:
+        r = self.registers(t)
+        return r["imp1"] + r["imp2"]
+
+    def peak_between(self, start: int, end: int) -> tuple[int, float]:
+        """(end of that quarter hour, kW) of the highest quarter-hour average import in [start, end)."""
+        key = (start, end)
+        if key not in self._peaks:
+            best = (start, 2.5)                                           # Fluvius bills at least 2.5 kW
+            if end > start:
+                minutes = np.arange((end - start) // 60, dtype=np.int64) * 60 + start
+                r = self._rates(minutes)
+                per_q = (r[:, 0] + r[:, 1]).reshape(-1, 15).sum(axis=1) * 4  # kWh in 15 min -> kW
+                i = int(np.argmax(per_q))
+                if per_q[i] > best[1]:
+                    best = (start + (i + 1) * 900, float(per_q[i]))
+            if len(self._peaks) > 8:
+                self._peaks.clear()
+            self._peaks[key] = best
+        return self._peaks[key]
+
+    def values(self, t: int) -> dict[str, object]:
+        """The numbers a telegram at epoch second ``t`` shows."""
+        arr = np.array([t - t % 60], dtype=np.int64)
+        p = self.phases_w(arr)[:, 0]
+        jitter = float(_hash(np.array([t]), self.seed + 1)[0] % np.uint64(31)) - 15.0
+        p = [p[0] + jitter, p[1], p[2]]
         net = sum(p)
-        u = [230.0 + self.rng.uniform(-2, 2) - p[i] / 1000 for i in range(3)]
-        elapsed = max(1.0, (t - (self.quarter_start or t)).total_seconds())
-        month_start = t.astimezone(self.tz).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        regs = self.registers(t)
+        u = [230.0 + float(_hash(np.array([t * 3 + i]), self.seed)[0] % np.uint64(40)) / 10 - 2 - p[i] / 1000
+             for i in range(3)]
+        capture = t - t % SUB_METER_PERIOD_S
+        sub = self.registers(capture)
+        quarter = t - t % 900
+        demand = (self._import_kwh(t) - self._import_kwh(quarter)) * 3600 / max(1, t - quarter)
+        local = datetime.fromtimestamp(t, self.tz)
+        month_start = local.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
         prev_month = (month_start - timedelta(days=1)).replace(day=1)
+        peak_at, peak = self.peak_between(int(month_start.timestamp()), quarter)
+        prev_at, prev_peak = self.peak_between(int(prev_month.timestamp()), int(month_start.timestamp()))
+        stamp = lambda s: dsmr_stamp(datetime.fromtimestamp(s, timezone.utc), self.tz)  # noqa: E731
         return {
-            "ts": dsmr_stamp(t, self.tz),
-            "imp1": self.imp[0], "imp2": self.imp[1], "exp1": self.exp[0], "exp2": self.exp[1],
-            "tariff": self.tariff(t, profile),
+            "ts": stamp(t),
+            "imp1": regs["imp1"], "imp2": regs["imp2"], "exp1": regs["exp1"], "exp2": regs["exp2"],
+            "tariff": int(self.tariffs(arr)[0]),
             "p_imp": max(net, 0) / 1000, "p_exp": max(-net, 0) / 1000,
             **{f"p{i + 1}_imp": max(p[i], 0) / 1000 for i in range(3)},
             **{f"p{i + 1}_exp": max(-p[i], 0) / 1000 for i in range(3)},
             **{f"u{i + 1}": u[i] for i in range(3)},
             **{f"i{i + 1}": abs(p[i]) / u[i] for i in range(3)},
-            "short_failures": self.short_failures, "long_failures": self.long_failures,
+            "short_failures": 7, "long_failures": 2,
             **{f"sags{i}": 0 for i in (1, 2, 3)}, **{f"swells{i}": 0 for i in (1, 2, 3)},
-            "gas_ts": dsmr_stamp(self.gas_capture[0] or t, self.tz), "gas": self.gas_capture[1],
-            "water_ts": dsmr_stamp(self.water_capture[0] or t, self.tz), "water": self.water_capture[1],
-            "demand": self.quarter_wh * 3.6 / elapsed,
-            "peak_ts": dsmr_stamp(self.peak[0] or month_start, self.tz), "peak": self.peak[1],
-            "prev_month": dsmr_stamp(prev_month, self.tz),
-            "prev_peak_ts": dsmr_stamp(prev_month + timedelta(days=9, hours=18, minutes=15), self.tz),
-            "prev_peak": self.prev_peak,
+            "gas_ts": stamp(capture), "gas": sub["gas"],
+            "water_ts": stamp(capture), "water": sub["water"],
+            "demand": demand, "peak_ts": stamp(peak_at), "peak": peak,
+            "prev_month": dsmr_stamp(prev_month, self.tz), "prev_peak_ts": stamp(prev_at), "prev_peak": prev_peak,
         }
 
 
@@ -223,11 +283,10 @@ class TelegramGenerator:
             raise ValueError(f"unknown profile {profile!r}; expected one of {', '.join(LAYOUTS)}")
         self.profile = profile
         self.tz = ZoneInfo(tz) if isinstance(tz, str) else tz
-        self.house = Household(self.tz, seed=seed)
+        self.house = Household(self.tz, profile, seed=seed)
 
     def telegram(self, t: datetime | None = None) -> bytes:
         """The telegram the meter sends at ``t`` (default: now, whole seconds as a meter shows them)."""
         t = (t or datetime.now(timezone.utc)).replace(microsecond=0)
-        self.house.step(t, self.profile)
-        values = self.house.values(t, self.profile)
+        values = self.house.values(int(t.timestamp()))
         return frame([line.format_map(values) for line in LAYOUTS[self.profile]])

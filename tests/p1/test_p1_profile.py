@@ -94,3 +94,14 @@ def test_our_crc_is_dsmr_parsers_crc():
     samples += [bytes(rng.randrange(256) for _ in range(rng.randrange(1, 2000))) for _ in range(20)]
     for data in samples:
         assert crc16(data) == TelegramParser.crc16(data.decode("latin-1")) == crc16_arc(data)
+
+
+def test_a_restarted_emulator_continues_the_counters_instead_of_starting_over():
+    t1 = datetime(2025, 5, 3, 12, 0, tzinfo=timezone.utc)
+    dec = Decoder(VERSIONS["5"], TZ)
+    first = TelegramGenerator("5", TZ)
+    before = [dec.decode(first.telegram(t1 + timedelta(seconds=n)).decode("ascii")).metrics for n in range(0, 600, 7)]
+    again = TelegramGenerator("5", TZ)          # a new process later on: same registers for the same time
+    after = dec.decode(again.telegram(t1 + timedelta(seconds=599)).decode("ascii")).metrics
+    for key in ("energy_import_t1_wh", "energy_import_t2_wh", "energy_export_t1_wh", "energy_export_t2_wh"):
+        assert before[-1][key] <= after[key] <= before[-1][key] + 20

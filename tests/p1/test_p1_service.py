@@ -212,3 +212,14 @@ def test_host_clock_for_meters_without_one_and_when_asked():
 def test_config_errors_name_the_key(bad, key):
     with pytest.raises(msgspec.ValidationError, match=key):
         config(**bad)
+
+
+def test_the_sample_config_is_valid():
+    import tomllib
+    from pathlib import Path
+
+    import producers.p1
+
+    raw = tomllib.loads((Path(producers.p1.__file__).with_name("sample.toml")).read_text())
+    for section in raw["producer"].values():
+        assert isinstance(msgspec.convert(section, Config), Config)
