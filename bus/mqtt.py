@@ -78,7 +78,7 @@ class BusClient:
         self.server_receive_maximum = 65535
         self._subs: dict[str, tuple[str, int, Callback]] = {}  # filter (no prefix) -> (match filter, qos, cb)
         self._unclaimed: list[Message] = []
-        self._subacks: dict[int, threading.Event] = {}
+        self._subacks: dict[int, tuple[threading.Event, list[str]]] = {}
         self._lock = threading.Lock()
         self._on_connect_hooks: list[Callable[[bool], None]] = []
         self._on_publish_hooks: list[Callable[[int], None]] = []
@@ -174,7 +174,7 @@ class BusClient:
                                              options=SubscribeOptions(qos=qos, retainHandling=1))
             if rc == 0 and mid is not None:
                 with self._lock:
-                    self._subacks[mid] = acked = threading.Event()
+                    self._subacks[mid] = (acked := threading.Event(), [topic_filter])
                 return acked
         return None
 
@@ -202,7 +202,11 @@ class BusClient:
             subs = list(self._subs.items())
             self.connected.set()
         if subs:
-            client.subscribe([(self.full(f), SubscribeOptions(qos=q, retainHandling=1)) for f, (_, q, _) in subs])
+            rc, mid = client.subscribe([(self.full(f), SubscribeOptions(qos=q, retainHandling=1))
+                                        for f, (_, q, _) in subs])
+            if rc == 0 and mid is not None:
+                with self._lock:
+                    self._subacks[mid] = (threading.Event(), [f for f, _ in subs])
         if self.status_topic:
             client.publish(self.full(self.status_topic), b"online", qos=1, retain=True)
         self._was_connected = True
@@ -218,9 +222,10 @@ class BusClient:
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         with self._lock:
-            event = self._subacks.pop(mid, None)
-        if event is not None:
-            event.set()
+            entry = self._subacks.pop(mid, None)
+        if entry is not None:
+            entry[0].set()
+            self.log.info("subscribed to %s", ", ".join(entry[1]))
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         for hook in self._on_publish_hooks:

@@ -18,7 +18,7 @@ def test_bad_messages_land_in_the_dlq_and_the_store_keeps_going(broker, processe
         sink = "sqlite:///{db}"
         """)
     store = processes(cfg, "dlqstore")
-    store.wait_output("connected to")
+    store.wait_output("subscribed to +/+/reading")
     c = collector_factory(broker, "wattbus/dlq/dlqstore")
     c.publish("hhpc/dlqdev/reading", b'{"v": 1, "source": "hhpc", "dev')                        # malformed JSON
     c.publish("hhpc/dlqdev/reading", orjson.dumps({"v": 1, "source": "hhpc", "device": "dlqdev",

@@ -80,8 +80,8 @@ def test_seed_rows_replayed_are_stored_once_with_units_and_exported(broker, proc
         """)
     store = processes(cfg, "store1")
     exporter = processes(cfg, "exporter1")
-    store.wait_output("connected to")
-    exporter.wait_output("serving metrics")
+    store.wait_output("subscribed to +/+/reading")
+    exporter.wait_output("subscribed to +/+/reading")
     processes(cfg, "seedhouse")
 
     assert wait_rows(db, "seedhouse", 10) == SEED_ROWS
@@ -125,7 +125,7 @@ def test_store_killed_mid_replay_still_stores_every_reading_once(broker, process
         batch_wait = 0.02
         """)
     store = processes(cfg, "store2")
-    store.wait_output("connected to")
+    store.wait_output("subscribed to +/+/reading")
     processes(cfg, "killhouse")
     wait_rows(db, "killhouse", 300)
     store.kill()  # kill -9 in the middle of the replay
