@@ -80,7 +80,8 @@ class Config(PluginConfig, kw_only=True, forbid_unknown_fields=True):
             if (e.password_file or self.password_file) and (e.password_env or self.password_env):
                 raise ValueError("`password_file`: give password_file or password_env, not both")
         if self.mqtt_prefix is not None and (not self.mqtt_prefix or any(c in self.mqtt_prefix for c in "#+$")):
-            raise ValueError("`mqtt_prefix`: a topic prefix without #, + or $ (e.g. \"shellypro3em-fce8c0dba900\")")
+            raise ValueError("`mqtt_prefix`: a topic prefix without #, + or $ "
+                             "(e.g. \"shellypro3em-fce8c0dba900\")")
 
     def specs(self, section: str) -> list["DeviceSpec"]:
         """The devices of this section with inherited keys resolved and passwords read."""
@@ -92,7 +93,8 @@ class Config(PluginConfig, kw_only=True, forbid_unknown_fields=True):
             out.append(DeviceSpec(
                 device=e.device, host=e.host or (self.host if not self.devices else None), role=role,
                 invert=(role == "solar") if invert is None else invert,
-                password=_password(section, e.password_file or self.password_file, e.password_env or self.password_env),
+                password=_password(section, e.password_file or self.password_file,
+                                   e.password_env or self.password_env),
                 mqtt_prefix=e.mqtt_prefix or self.mqtt_prefix, mode=self.mode, interval=self.interval,
                 timeout=self.timeout, retries=self.retries, backfill=self.backfill,
                 backfill_max_s=self.backfill_max_days * 86400))
@@ -120,7 +122,8 @@ def _password(section: str, path: str | None, env: str | None) -> str | None:
         try:
             return Path(path).read_text("utf-8").strip()
         except OSError as exc:
-            raise ConfigError([f"producer.{section}.password_file: cannot read {path}: {exc.strerror or exc}"]) from None
+            raise ConfigError([f"producer.{section}.password_file: cannot read {path}: "
+                               f"{exc.strerror or exc}"]) from None
     if env:
         value = os.environ.get(env)
         if value is None:

@@ -245,8 +245,9 @@ class DeviceTracker:
             except (ShellyError, InterruptedError) as exc:
                 w.attempts += 1
                 ctx.counters.inc("backfill_failures")
-                ctx.bad_input_log.warning(f"{self.device}:backfill", "%s: backfill of %s..%s failed (attempt %d): %s",
-                                          self.device, _iso(w.start), _iso(w.end), w.attempts, exc)
+                ctx.bad_input_log.warning(f"{self.device}:backfill",
+                                          "%s: backfill of %s..%s failed (attempt %d): %s", self.device,
+                                          _iso(w.start), _iso(w.end), w.attempts, exc)
                 if w.attempts >= MAX_ATTEMPTS:
                     ctx.log.error("%s: giving up backfilling %s..%s", self.device, _iso(w.start), _iso(w.end))
                     ctx.counters.inc("backfill_abandoned")

@@ -477,7 +477,8 @@ class EmulatedShelly:
         if fault == "http500":
             return web.json_response({"code": -1, "message": "Internal error"}, status=500)
         if fault == "garbage":
-            return web.Response(body=b'{"id":0,"a_current":4.0,"a_vol\x00\xff<html>', content_type="application/json")
+            return web.Response(body=b'{"id":0,"a_current":4.0,"a_vol\x00\xff<html>',
+                                content_type="application/json")
         request[FAULT_KEY] = fault or ""
         return await handler(request)
 
@@ -510,7 +511,8 @@ class EmulatedShelly:
             result = self.rpc(method, params)
         except RpcFailure as exc:
             return _json({"id": rid, "src": self.device_id, "error": {"code": exc.code, "message": exc.message}})
-        return _json({"id": rid, "src": self.device_id, "result": _apply_data_fault(request.get(FAULT_KEY), method, result)})
+        result = _apply_data_fault(request.get(FAULT_KEY), method, result)
+        return _json({"id": rid, "src": self.device_id, "result": result})
 
     async def _handle_shelly(self, request: web.Request) -> web.Response:
         return _json(self.device_info())

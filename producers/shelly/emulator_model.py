@@ -124,7 +124,8 @@ class HouseModel:
         frac = (t % 600) / 600
         c0, c1 = (0.3 + 0.7 * self._block("cloud", b) ** 0.5 for b in (block, block + 1))
         cloud = c0 + (c1 - c0) * frac
-        return self.pv_peak_w * math.sin(elev) ** 1.2 * cloud * (0.97 + 0.03 * _unit(self.seed, "pv", int(t // SLOT_S)))
+        flicker = 0.97 + 0.03 * _unit(self.seed, "pv", int(t // SLOT_S))
+        return self.pv_peak_w * math.sin(elev) ** 1.2 * cloud * flicker
 
     def local_hour(self, t: float) -> float:
         local = datetime.fromtimestamp(t, self.tz)

@@ -285,3 +285,38 @@ def test_unsynced_device_clock_falls_back_to_host_time():
         run_until(ctx, poller, JUNE_MORNING + 1)
     [r] = ctx.readings
     assert r.ts == 1_750_000_000_000 and ctx.count("device_clock_unsynced") == 1
+
+
+# -- the plugin entry point ----------------------------------------------------------------------------
+
+def test_run_polls_a_mains_and_a_solar_device_from_one_process(monkeypatch):
+    import threading
+    import time
+
+    import msgspec
+
+    from producers.shelly import Config, run
+    from producers.shelly.emulator import SpeedClock
+
+    clock = SpeedClock(JUNE_MORNING, 1.0)
+    with EmulatedShelly(role="grid", clock=clock) as mains, \
+            EmulatedShelly(role="solar", clock=clock, password="pv") as solar:
+        monkeypatch.setenv("WATTBUS_TEST_PV_PASS", "pv")
+        cfg = msgspec.convert({"type": "shelly", "interval": 1, "devices": [
+            {"device": "mains", "host": mains.url},
+            {"device": "solar", "host": solar.url, "role": "solar", "password_env": "WATTBUS_TEST_PV_PASS"}]}, Config)
+        ctx = FakeContext(None, name="meters")  # real time
+        worker = threading.Thread(target=run, args=(ctx, cfg))
+        worker.start()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and len({(r.device, r.ts) for r in ctx.readings}) < 6:
+            time.sleep(0.1)
+        ctx.stopping.set()
+        worker.join(10)
+    assert not worker.is_alive()
+    by_device = {d: [r for r in ctx.readings if r.device == d] for d in ("mains", "solar")}
+    assert len(by_device["mains"]) >= 2 and len(by_device["solar"]) >= 2
+    assert all(r.metrics["power_w"] < 0 for r in by_device["mains"])  # the house exports at 10:00 in June
+    assert all(r.metrics["power_w"] > 0 for r in by_device["solar"])  # production is positive
+    assert set(ctx.states) == {"mains", "solar"}
+    assert ctx.device_status[-2:] in ([("mains", False), ("solar", False)], [("solar", False), ("mains", False)])
