@@ -79,6 +79,7 @@ class BusClient:
         self._subs: dict[str, tuple[str, int, Callback]] = {}  # filter (no prefix) -> (match filter, qos, cb)
         self._unclaimed: list[Message] = []
         self._subacks: dict[int, tuple[threading.Event, list[str]]] = {}
+        self._early_subacks: set[int] = set()
         self._lock = threading.Lock()
         self._on_connect_hooks: list[Callable[[bool], None]] = []
         self._on_publish_hooks: list[Callable[[int], None]] = []
@@ -173,8 +174,8 @@ class BusClient:
             rc, mid = self._client.subscribe(self.full(topic_filter),
                                              options=SubscribeOptions(qos=qos, retainHandling=1))
             if rc == 0 and mid is not None:
-                with self._lock:
-                    self._subacks[mid] = (acked := threading.Event(), [topic_filter])
+                acked = threading.Event()
+                self._expect_suback(mid, acked, [topic_filter])
                 return acked
         return None
 
@@ -205,8 +206,7 @@ class BusClient:
             rc, mid = client.subscribe([(self.full(f), SubscribeOptions(qos=q, retainHandling=1))
                                         for f, (_, q, _) in subs])
             if rc == 0 and mid is not None:
-                with self._lock:
-                    self._subacks[mid] = (threading.Event(), [f for f, _ in subs])
+                self._expect_suback(mid, threading.Event(), [f for f, _ in subs])
         if self.status_topic:
             client.publish(self.full(self.status_topic), b"online", qos=1, retain=True)
         self._was_connected = True
@@ -220,12 +220,26 @@ class BusClient:
             self.log.warning("lost connection to %s:%s (%s); reconnecting", self.cfg.host, self.cfg.port,
                              reason_code)
 
+    def _expect_suback(self, mid: int, event: threading.Event, filters: list[str]) -> None:
+        with self._lock:
+            early = mid in self._early_subacks
+            self._early_subacks.discard(mid)
+            if not early:
+                self._subacks[mid] = (event, filters)
+        if early:  # the SUBACK beat us here
+            self._subscribed(event, filters)
+
+    def _subscribed(self, event: threading.Event, filters: list[str]) -> None:
+        event.set()
+        self.log.info("subscribed to %s", ", ".join(filters))
+
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         with self._lock:
             entry = self._subacks.pop(mid, None)
+            if entry is None:
+                self._early_subacks.add(mid)
         if entry is not None:
-            entry[0].set()
-            self.log.info("subscribed to %s", ", ".join(entry[1]))
+            self._subscribed(*entry)
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         for hook in self._on_publish_hooks:
