@@ -146,9 +146,10 @@ class DeviceTracker:
         ctx, st = self.ctx, self.state
         last_ts = st.get("last_ts")
         if last_ts is not None and ts <= last_ts:
-            ctx.counters.inc("stale_readings")
-            ctx.bad_input_log.warning(f"{self.device}:stale", "%s: device time %s is not after the last "
-                                      "reading (%s); reading skipped", self.device, _iso(ts), _iso(last_ts))
+            ctx.counters.inc("stale_readings")  # same second twice (1 s polls) or a clock set back
+            if ts < last_ts:
+                ctx.bad_input_log.warning(f"{self.device}:stale", "%s: device time %s is before the last "
+                                          "reading (%s); reading skipped", self.device, _iso(ts), _iso(last_ts))
             return False
         mapped = map_status(profile, components, self.invert)
         self._count_problems(mapped)

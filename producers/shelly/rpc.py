@@ -7,6 +7,7 @@ loop only ever sees "a result" or "this poll failed, here is why".
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any, Callable
 
@@ -15,6 +16,9 @@ import orjson
 from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 USER = "admin"  # Gen2 digest auth user, always
+
+# httpx logs every request at INFO: one journal line per poll would wear the Pi's SD card.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 class ShellyError(Exception):
