@@ -153,6 +153,37 @@ def test_two_hour_outage_is_backfilled_once_without_gap_or_duplicate(role, profi
     assert_series_sound(readings + ctx2.readings, max_gap_s=61)
 
 
+def test_stop_during_a_long_backfill_resumes_it_at_the_next_start_without_duplicates():
+    t0 = JUNE_MORNING
+    clock = FakeClock(t0)
+    with EmulatedShelly(role="grid", clock=clock) as emu:
+        ctx = FakeContext(clock)
+        run_until(ctx, make_poller(ctx, emu), t0 + 120)
+        clock.advance(30 * 3600)  # the producer was down for 30 hours: 1800 minutes, 4 batches
+
+        ctx2 = FakeContext(clock, states=ctx.states)
+        publish = ctx2.publish_readings
+
+        def publish_then_sigterm(device, readings):
+            publish(device, readings)
+            ctx2.stopping.set()  # SIGTERM arrives while the first batch is being sent
+
+        ctx2.publish_readings = publish_then_sigterm
+        run_until(ctx2, make_poller(ctx2, emu), clock() + 60)
+        # one whole batch, then the reading of the poll that found the gap, then nothing
+        assert len(ctx2.batches) == 1 and len(ctx2.batches[0]) == 500 and len(ctx2.live()) == 1
+        pending = ctx.states["mains"]["pending"]
+        assert len(pending) == 1 and pending[0]["start"] == ctx2.batches[0][-1].ts // 1000
+
+        ctx3 = FakeContext(clock, states=ctx.states)
+        run_until(ctx3, make_poller(ctx3, emu), clock() + 60)
+    back = [r.ts // 1000 for r in ctx2.readings + ctx3.readings if r.period_s == 60]
+    assert back == list(range(t0 + 120, t0 + 120 + 30 * 3600 + 60, 60))[: len(back)]
+    assert len(back) == 1800 and len(ctx3.batches) == 3
+    assert ctx.states["mains"]["pending"] == []
+    assert_series_sound(ctx.readings + ctx2.readings + ctx3.readings, max_gap_s=60)
+
+
 def test_producer_restart_backfills_the_time_it_was_down():
     t0 = JUNE_MORNING + 30  # polls off the minute: the first record straddles the last reading
     clock = FakeClock(t0)
