@@ -103,7 +103,8 @@ def check_crc(text: str) -> None:
     end = text.rfind("!")
     digits = text[end + 1:].rstrip("\r\n\0")
     if end < 0 or not 1 <= len(digits) <= 4 or any(c not in "0123456789ABCDEF" for c in digits):
-        raise DecodeError("bad_crc", f"no CRC after '!' (got {digits[:8]!r})")
+        raise DecodeError("bad_crc", f"no CRC after '!' (got {digits[:8]!r}); DSMR 2.2/3 and Q3D meters send "
+                                     f"none: is `dsmr` right?")
     expected = int(digits, 16)
     actual = crc16(text[:end + 1].encode("latin-1"))
     if actual != expected:

@@ -330,8 +330,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--period", type=float, default=1.0, help="seconds between telegrams (default 1)")
     p.add_argument("--count", type=int, default=0, help="stop after this many telegrams (default: run until stopped)")
     p.add_argument("--timezone", default="Europe/Brussels", help="the meter's time zone (default Europe/Brussels)")
-    p.add_argument("--start", help="meter clock starts here (ISO 8601) and advances --period per telegram; "
+    p.add_argument("--start", help="meter clock starts here (ISO 8601) and advances --step per telegram; "
                                    "default: the wall clock")
+    p.add_argument("--step", type=float, help="with --start: meter seconds per telegram (default: --period; "
+                                              "e.g. --period 0.1 --step 1 plays a 1 s meter 10x faster)")
     p.add_argument("--seed", type=int, default=1, help="random seed for the household and the faults")
     p.add_argument("--chunk", type=int, default=0, help="write in pieces of this many bytes")
     for name, what_ in (("bad-crc", "a wrong CRC"), ("truncate", "a truncated telegram"),
@@ -349,7 +351,8 @@ def main(argv: list[str]) -> int:
         start = datetime.fromisoformat(args.start) if args.start else None
         if start is not None and start.tzinfo is None:
             start = start.replace(tzinfo=timezone.utc)
-        frames = generated_frames(args.dsmr, args.timezone, start=start, step=args.period, seed=args.seed)
+        step = args.step if args.step else args.period
+        frames = generated_frames(args.dsmr, args.timezone, start=start, step=step, seed=args.seed)
     if args.count:
         frames = itertools.islice(frames, args.count)
     faults = Faults(args.bad_crc, args.truncate, args.noise, args.disconnect)

@@ -10,8 +10,8 @@ from producers.p1.emulator import Emulator, Item
 from producers.p1.obis import VERSIONS
 from producers.p1.reader import ConnectionLost, Decoded, P1Reader, Rejected
 
-FIXTURES = Path(__file__).with_name("data")
-"""Verbatim copies of the project's P1 fixtures (see data/README.md for their sources)."""
+FIXTURES = Path(__file__).with_name("telegrams")
+"""Verbatim copies of the project's P1 fixtures (see telegrams/README.md for their sources)."""
 TZ = ZoneInfo("Europe/Brussels")
 
 

@@ -90,7 +90,7 @@ def test_our_crc_is_dsmr_parsers_crc():
     from producers.p1.decode import crc16
 
     rng = random.Random(3)
-    samples = [p.read_bytes() for p in sorted((Path(__file__).with_name("data")).glob("*.txt"))]
+    samples = [p.read_bytes() for p in sorted((Path(__file__).with_name("telegrams")).glob("*.txt"))]
     samples += [bytes(rng.randrange(256) for _ in range(rng.randrange(1, 2000))) for _ in range(20)]
     for data in samples:
         assert crc16(data) == TelegramParser.crc16(data.decode("latin-1")) == crc16_arc(data)

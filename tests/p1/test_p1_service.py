@@ -223,3 +223,30 @@ def test_the_sample_config_is_valid():
     raw = tomllib.loads((Path(producers.p1.__file__).with_name("sample.toml")).read_text())
     for section in raw["producer"].values():
         assert isinstance(msgspec.convert(section, Config), Config)
+
+
+def test_the_emulator_command_serves_generated_telegrams_over_tcp():
+    import subprocess
+    import sys
+
+    from producers.p1.obis import VERSIONS
+    from producers.p1.reader import Decoded, P1Reader
+
+    proc = subprocess.Popen([sys.executable, "-m", "producers.p1.emulator", "--tcp", "127.0.0.1:0", "--dsmr", "5B",
+                             "--period", "0.05", "--step", "1", "--start", "2025-03-30T00:59:58Z"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        kind, where = proc.stdout.readline().split()
+        assert kind == "tcp"
+        reader = P1Reader(f"tcp://{where}", VERSIONS["5B"], ZoneInfo("Europe/Brussels"), poll=0.1)
+        reader.open()
+        got: list = []
+        deadline = time.monotonic() + 10
+        while len(got) < 4 and time.monotonic() < deadline:
+            got += [r for r in reader.poll_once() if isinstance(r, Decoded)]
+        reader.close()
+    finally:
+        proc.terminate()
+        assert proc.wait(10) == 0
+    stamps = [r.sample.ts for r in got]
+    assert len(stamps) >= 4 and all(b - a == 1000 for a, b in zip(stamps, stamps[1:]))  # 1 s apart, across 02:00
