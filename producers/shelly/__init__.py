@@ -56,6 +56,8 @@ class Config(PluginConfig, kw_only=True, forbid_unknown_fields=True):
     """Negate power and swap import/export; default: true for role "solar", else false."""
     timeout: Annotated[float, msgspec.Meta(gt=0, le=60)] = 5.0
     retries: Annotated[int, msgspec.Meta(ge=1, le=10)] = 3
+    backfill_timeout: Annotated[float, msgspec.Meta(gt=0, le=300)] = 30.0
+    """Seconds per EMData request (a day of records takes a real device ~25 s)."""
     backfill: bool = True
     backfill_max_days: Annotated[float, msgspec.Meta(gt=0, le=60)] = 7.0
     devices: list[DeviceEntry] = msgspec.field(default_factory=list)
@@ -96,7 +98,8 @@ class Config(PluginConfig, kw_only=True, forbid_unknown_fields=True):
                 password=_password(section, e.password_file or self.password_file,
                                    e.password_env or self.password_env),
                 mqtt_prefix=e.mqtt_prefix or self.mqtt_prefix, mode=self.mode, interval=self.interval,
-                timeout=self.timeout, retries=self.retries, backfill=self.backfill,
+                timeout=self.timeout, backfill_timeout=self.backfill_timeout, retries=self.retries,
+                backfill=self.backfill,
                 backfill_max_s=self.backfill_max_days * 86400))
         return out
 
@@ -112,6 +115,7 @@ class DeviceSpec:
     mode: str
     interval: float
     timeout: float
+    backfill_timeout: float
     retries: int
     backfill: bool
     backfill_max_s: float

@@ -51,7 +51,8 @@ class MqttFollower:
     def __init__(self, ctx: "ProducerContext", spec: "DeviceSpec", saver: StateSaver, *,
                  host_time: Callable[[], float] = time.time) -> None:
         self.ctx, self.spec, self.host_time = ctx, spec, host_time
-        self.rpc = (ShellyRpc(spec.host, password=spec.password, timeout=spec.timeout, retries=spec.retries,
+        self.rpc = (ShellyRpc(spec.host, password=spec.password, timeout=spec.timeout,
+                             data_timeout=spec.backfill_timeout, retries=spec.retries,
                               sleep=ctx.wait, should_stop=ctx.stopping.is_set, count=ctx.counters.inc)
                     if spec.host else None)
         self.tracker = DeviceTracker(ctx, spec.device, interval=spec.interval, invert=spec.invert, saver=saver,

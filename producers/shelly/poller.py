@@ -30,7 +30,8 @@ class DevicePoller:
                  host_time: Callable[[], float] = time.time) -> None:
         self.ctx, self.spec, self.clock, self.host_time = ctx, spec, clock, host_time
         assert spec.host is not None
-        self.rpc = ShellyRpc(spec.host, password=spec.password, timeout=spec.timeout, retries=spec.retries,
+        self.rpc = ShellyRpc(spec.host, password=spec.password, timeout=spec.timeout,
+                             data_timeout=spec.backfill_timeout, retries=spec.retries,
                              sleep=ctx.wait, should_stop=ctx.stopping.is_set, count=ctx.counters.inc,
                              transport=transport)
         self.tracker = DeviceTracker(ctx, spec.device, interval=spec.interval, invert=spec.invert, saver=saver,

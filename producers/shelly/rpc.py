@@ -75,12 +75,14 @@ class ShellyRpc:
     attempt (``timeouts``, ``transport_errors``, ``http_errors``, ``bad_responses``) and per retry.
     """
 
-    def __init__(self, host: str, *, password: str | None = None, timeout: float = 5.0, retries: int = 3,
+    def __init__(self, host: str, *, password: str | None = None, timeout: float = 5.0,
+                 data_timeout: float = 30.0, retries: int = 3,
                  retry_wait: float = 0.5, sleep: Callable[[float], Any] = time.sleep,
                  should_stop: Callable[[], bool] = lambda: False,
                  count: Callable[[str], None] = lambda name: None,
                  transport: httpx.BaseTransport | None = None) -> None:
         self.url = base_url(host)
+        self.data_timeout = data_timeout  # EMData reads: a real device sends ~60 records/s
         self._count = count
         self._retries = max(1, retries)
         self._retry_wait = retry_wait
@@ -111,14 +113,15 @@ class ShellyRpc:
         return self.call("Shelly.GetStatus", require=require)
 
     def get_records(self, namespace: str, data_id: int, ts: int = 0) -> dict[str, Any]:
-        return self.call(f"{namespace}.GetRecords", {"id": data_id, "ts": ts})
+        return self.call(f"{namespace}.GetRecords", {"id": data_id, "ts": ts}, timeout=self.data_timeout)
 
     def get_data(self, namespace: str, data_id: int, ts: int, end_ts: int) -> dict[str, Any]:
-        return self.call(f"{namespace}.GetData", {"id": data_id, "ts": ts, "end_ts": end_ts})
+        return self.call(f"{namespace}.GetData", {"id": data_id, "ts": ts, "end_ts": end_ts},
+                         timeout=self.data_timeout)
 
     # -- transport --------------------------------------------------------------------------------
     def call(self, method: str, params: dict[str, Any] | None = None,
-             require: tuple[str, ...] = ()) -> dict[str, Any]:
+             require: tuple[str, ...] = (), timeout: float | None = None) -> dict[str, Any]:
         """One RPC call with retries; raises a ``ShellyError`` subclass when it cannot succeed."""
         retrying = Retrying(
             stop=stop_after_attempt(self._retries) | (lambda state: self._should_stop()),
@@ -128,17 +131,19 @@ class ShellyRpc:
             before_sleep=lambda state: self._count("retries"),
         )
         try:
-            return retrying(self._attempt, method, params or {}, require)
+            return retrying(self._attempt, method, params or {}, require, timeout)
         except RetryError as exc:
             last = exc.last_attempt.exception()
             if isinstance(last, _Transient):
                 raise last.final(f"{method}: {last}") from None
             raise Unreachable(f"{method}: {last}") from None
 
-    def _attempt(self, method: str, params: dict[str, Any], require: tuple[str, ...]) -> dict[str, Any]:
+    def _attempt(self, method: str, params: dict[str, Any], require: tuple[str, ...],
+                 timeout: float | None) -> dict[str, Any]:
         query = {k: _query_value(v) for k, v in params.items()}
+        extra = {} if timeout is None else {"timeout": httpx.Timeout(timeout)}
         try:
-            resp = self._client.get(f"/rpc/{method}", params=query)
+            resp = self._client.get(f"/rpc/{method}", params=query, **extra)
         except httpx.TimeoutException as exc:
             self._count("timeouts")
             raise _Transient("timeouts", f"timed out ({type(exc).__name__})", Unreachable) from None
