@@ -167,17 +167,25 @@ def test_a_meter_that_is_not_there_yet_is_retried_with_backoff_until_it_appears(
 def test_reconnects_through_the_serial_symlink_after_an_unplug(tmp_path):
     link = str(tmp_path / "ttyP1")
     gen = generated_frames("5", start=T0, step=1.0)
-    frames = [next(gen) for _ in range(5)] + [DISCONNECT] + [next(gen) for _ in range(150)]
-    with Emulator(frames, period=0.02, down_s=0.3) as emu:
-        emu.start_pty(link=link, play=False)
+    unplug = threading.Event()
+
+    def frames():
+        while not unplug.is_set():      # until the producer is reading
+            yield next(gen)
+        yield DISCONNECT
+        for _ in range(150):
+            yield next(gen)
+
+    with Emulator(frames(), period=0.02, down_s=0.3) as emu:
+        emu.start_pty(link=link)
         ctx = FakeContext("usb")
         t = start(ctx, config(port=link, dsmr="5", interval=0))
-        time.sleep(0.3)   # let it open the port: the pty does not keep what was sent before
-        emu.play()
-        ctx.wait_for(lambda: any(r[2] >= int(T0.timestamp() * 1000) + 10_000 for r in ctx.of("usb")),
-                     what="telegrams after the unplug")
+        ctx.wait_for(lambda: ctx.of("usb"), what="a first reading")
+        unplug.set()
+        ctx.wait_for(lambda: ctx.counters.get("reconnects") == 1, what="the unplug")
+        last_before = max(r[2] for r in ctx.of("usb"))
+        ctx.wait_for(lambda: max(r[2] for r in ctx.of("usb")) > last_before + 5000, what="telegrams after the unplug")
         stop(ctx, t)
-    assert ctx.counters.get("reconnects") == 1
     assert [s for s in ctx.status if s[0] == "usb"][:3] == [("usb", True), ("usb", False), ("usb", True)]
 
 
