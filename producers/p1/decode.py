@@ -135,7 +135,11 @@ class Decoder:
 
     def decode(self, text: str) -> Sample:
         """Canonical metrics of one telegram; DecodeError when it is corrupt or says nothing we know."""
-        sample = to_sample(self.parse(text))
+        telegram = self.parse(text)
+        try:
+            sample = to_sample(telegram)
+        except Exception as exc:  # a value shaped unlike any meter we know: skip the telegram, never crash
+            raise DecodeError("parse_error", f"{type(exc).__name__}: {exc}") from None
         if not sample.metrics and not sample.subs:
             raise DecodeError("no_data", "telegram has none of the expected lines")
         return sample
