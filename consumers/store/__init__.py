@@ -20,6 +20,11 @@ class Config(PluginConfig, kw_only=True, forbid_unknown_fields=True):
     batch_wait: float = 0.1
     inflight: int = 100
     """Messages the broker may have in flight to this store before it acknowledges."""
+    spool_dir: str | None = None
+    """Keep acknowledging while the database is down by spooling refused batches to files here (one
+    sub-folder per process and instance); off by default: the broker holds the backlog instead."""
+    spool_max_mb: float = 1024.0
+    """Spool size limit; when full, the store stops acknowledging and the broker holds the rest."""
 
     def __post_init__(self) -> None:
         from urllib.parse import urlsplit
@@ -29,12 +34,19 @@ class Config(PluginConfig, kw_only=True, forbid_unknown_fields=True):
         scheme = urlsplit(self.sink).scheme
         if scheme not in SINKS:
             raise ValueError(f"`sink`: unknown URL scheme {scheme!r}; expected one of {', '.join(SINKS)}")
+        if self.spool_max_mb <= 0:
+            raise ValueError("`spool_max_mb` must be > 0")
 
 
 def run(ctx: ConsumerContext, cfg: Config) -> None:
+    from pathlib import Path
+
     from consumers.store.writer import StoreWriter
 
-    writer = StoreWriter(ctx, cfg.sink)
+    spool = None
+    if cfg.spool_dir:
+        spool = Path(cfg.spool_dir) / (ctx.name + (f"-{ctx.instance}" if ctx.instance else ""))
+    writer = StoreWriter(ctx, cfg.sink, spool_dir=spool, spool_max_bytes=int(cfg.spool_max_mb * 1024 * 1024))
     writer.start()
     try:
         for topic_filter in cfg.topics[1:]:

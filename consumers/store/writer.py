@@ -1,44 +1,148 @@
-"""Glue between the consumer runtime and a sink: schema at start, outage state logged once, counters."""
+"""Glue between the consumer runtime and a sink: schema at start, outage state logged once, counters.
+
+While the sink refuses a batch, ``write`` raises: the runtime retries it with backoff and acknowledges
+nothing, so the broker keeps the rest in the store's persistent session. With a spool configured, a refused
+batch goes to disk instead and is acknowledged; a background thread writes the spool into the sink, oldest
+first, once it is back (see spool.py).
+"""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
+from pathlib import Path
 
-from bus.consumer import ConsumerContext
+from tenacity import Retrying, retry_if_not_exception_type, wait_exponential
+
+from bus.consumer import ConsumerContext, Stopping
 from bus.envelope import Reading
 from consumers.store.sink import Sink, open_sink
+from consumers.store.spool import Spool
 
 
 class StoreWriter:
-    def __init__(self, ctx: ConsumerContext, url: str):
+    def __init__(self, ctx: ConsumerContext, url: str, *, spool_dir: str | Path | None = None,
+                 spool_max_bytes: int = 1 << 30):
         self.ctx = ctx
         self.sink: Sink = open_sink(url)
+        self.spool = Spool(spool_dir, spool_max_bytes) if spool_dir else None
         self._schema_ok = False
         self._down = False
-        ctx.add_health(lambda: {"sink": self.sink.describe(), "sink_up": not self._down})
+        self._sink_lock = threading.Lock()  # one sink call at a time: intake thread and spool drainer
+        self._state_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._drainer: threading.Thread | None = None
+        self.stored = 0
+        ctx.add_health(self._health)
+
+    def _health(self) -> dict:
+        doc = {"sink": self.sink.describe(), "sink_up": not self._down}
+        if self.spool is not None:
+            doc.update(spool_readings=self.spool.readings, spool_bytes=self.spool.bytes)
+        return doc
 
     def start(self) -> None:
         self.ctx.log.info("storing into %s", self.sink.describe())
+        if self.spool is not None:
+            for path in self.spool.corrupt:
+                self.ctx.counters.inc("spool_corrupt")
+                self.ctx.log.error("spool file %s is unreadable; set aside, not replayed", path)
+            if len(self.spool):
+                self.ctx.log.info("spool %s holds %d readings from an earlier run; writing them first",
+                                  self.spool.dir, self.spool.readings)
+            self._drainer = threading.Thread(target=self._drain_loop, name="spool-drain", daemon=True)
+            self._drainer.start()
 
     def write(self, readings: Sequence[Reading]) -> None:
         """Called by the runtime with a batch; raising means 'not stored, retry, acknowledge nothing'."""
+        if self.spool is not None and (self._down or len(self.spool)):
+            self._to_spool(readings)  # keep order: older spooled batches go in first
+            return
         try:
+            self._write_sink(readings)
+        except Exception as exc:
+            self._went_down(exc, len(readings))
+            if self.spool is None:
+                raise
+            self._to_spool(readings)
+            return
+        self._came_back(len(readings))
+
+    # -- internals -------------------------------------------------------------------------------
+    def _write_sink(self, readings: Sequence[Reading]) -> None:
+        with self._sink_lock:
             if not self._schema_ok:
                 self.sink.ensure_schema()
                 self._schema_ok = True
             self.sink.write(readings)
-        except Exception as exc:
-            self.ctx.counters.set("sink_backlog", len(readings))
-            if not self._down:
-                self._down = True
-                self.ctx.log.error("sink %s unavailable, holding %d readings: %s",
-                                   self.sink.describe(), len(readings), exc)
-            raise
-        if self._down:
-            self._down = False
-            self.ctx.log.info("sink %s is back; stored %d held readings", self.sink.describe(), len(readings))
-        self.ctx.counters.set("sink_backlog", 0)
+        self.stored += len(readings)
         self.ctx.counters.inc("stored", len(readings))
 
+    def _went_down(self, exc: Exception, held: int) -> None:
+        spooled = self.spool.readings if self.spool is not None else 0
+        self.ctx.counters.set("sink_backlog", held + spooled)
+        with self._state_lock:
+            if self._down:
+                return
+            self._down = True
+        self.ctx.counters.inc("sink_outages")
+        self.ctx.log.error("sink %s unavailable, holding %d readings%s: %s", self.sink.describe(), held,
+                           " (spooling to disk)" if self.spool is not None else " (not acknowledging)", exc)
+
+    def _came_back(self, n: int) -> None:
+        spooled = self.spool.readings if self.spool is not None else 0
+        self.ctx.counters.set("sink_backlog", spooled)
+        with self._state_lock:
+            if not self._down:
+                return
+            self._down = False
+        self.ctx.log.info("sink %s is back; stored %d held readings%s", self.sink.describe(), n,
+                          f", {spooled} still in the spool" if spooled else "")
+
+    def _to_spool(self, readings: Sequence[Reading]) -> None:
+        """Raises SpoolFull/OSError when the spool cannot take them: the runtime then retries, acks nothing."""
+        assert self.spool is not None
+        self.spool.append(readings)
+        self.ctx.counters.inc("spooled", len(readings))
+        self.ctx.counters.set("sink_backlog", self.spool.readings)
+        self._wake.set()
+
+    def _drain_loop(self) -> None:
+        assert self.spool is not None
+        retrying = Retrying(wait=wait_exponential(multiplier=0.5, max=30), retry=retry_if_not_exception_type(Stopping),
+                            sleep=self._sleep_or_stop, reraise=True)
+        while not self.ctx.stopping.is_set():
+            item = self.spool.oldest()
+            if item is None:
+                self._wake.wait(1.0)
+                self._wake.clear()
+                continue
+            path, readings = item
+            try:
+                retrying(self._drain_one, readings)
+            except Stopping:
+                return
+            self.spool.remove(path)
+            self._came_back(len(readings))
+            if not len(self.spool):
+                self.ctx.log.info("spool drained into %s", self.sink.describe())
+
+    def _drain_one(self, readings: list[Reading]) -> None:
+        try:
+            self._write_sink(readings)
+        except Exception as exc:
+            self._went_down(exc, 0)
+            raise
+
+    def _sleep_or_stop(self, seconds: float) -> None:
+        if self.ctx.stopping.wait(seconds):
+            raise Stopping
+
     def close(self) -> None:
-        self.sink.close()
+        if self._drainer is not None:
+            self._drainer.join(timeout=5)
+        self.ctx.log.info("stored %d readings in this run", self.stored)
+        with self._sink_lock:
+            self.sink.close()
+        if self.spool is not None:
+            self.spool.close()

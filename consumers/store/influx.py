@@ -1,0 +1,229 @@
+"""InfluxDB 2 sink (influxdb-client): any server that speaks the ``/api/v2/write`` line protocol.
+
+Layout: **one point per reading**. Measurement = the source (``hhpc``, ``p1``, ...), one tag ``device``,
+one float field per metric key exactly as in ``schemas/metrics.toml`` (per-phase metrics keep their
+``_l1``/``_l2``/``_l3`` key: ``power_l1_w``), plus ``seq`` (integer), ``period_s`` (float) and ``quality``
+(integer: 0 ok, 1 missing, 2 estimated; an integer because VictoriaMetrics-like servers store numbers
+only), timestamps in milliseconds. A reading is thus one line written and read as a unit, series stay at
+one per device, and re-writing a reading overwrites the same point (same measurement, tag set and time):
+idempotent on ``(source, device, ts)`` by construction. Splitting phases into a ``phase`` tag was
+considered and not done: it would turn one reading into four points and make ``read`` reassemble them;
+a Flux ``filter(fn: (r) => r._field =~ /_l1/)`` selects a phase just as well.
+
+Writes go through the client's *synchronous* write API in chunks of ``batch`` lines (default 5000), each
+chunk one HTTP request that returns once the server accepted it; the store acknowledges only after every
+chunk of a batch was accepted. (The client's background batching mode is not used: it acknowledges
+nothing back, so the store could not know when a reading is safe.) Lines are rendered directly as line
+protocol, which is several times faster than building ``Point`` objects.
+
+Reading back (``read``, used by ``wattbus export``): InfluxDB answers a Flux query (``from |> range |>
+filter |> pivot``). VictoriaMetrics, which accepts the same writes, does not speak Flux; there ``read``
+uses its native ``/api/v1/export`` (metrics named ``<measurement>_<field>``, e.g. ``hhpc_power_w``).
+``read=auto`` (default) asks the server's ``/health`` which one it is; ``read=flux`` or ``read=victoria``
+says so. VictoriaMetrics keeps a re-written sample twice unless started with ``-dedup.minScrapeInterval``;
+``read`` merges samples by timestamp, so a reading is returned once either way.
+
+URL: ``influx://host:8086?org=home&bucket=energy&token_file=/etc/wattbus/influx.token`` (or
+$WATTBUS_INFLUX_TOKEN). Options: ``org``, ``bucket`` (required), ``token_file``, ``tls`` (https),
+``read`` (auto | flux | victoria), ``batch`` (lines per request), ``timeout`` (s per request, default 30).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timedelta, timezone
+from urllib.parse import unquote, urlsplit
+
+import httpx
+import orjson
+import urllib3
+from influxdb_client import InfluxDBClient, WritePrecision
+from influxdb_client.client.write_api import SYNCHRONOUS
+from influxdb_client.rest import ApiException
+
+from bus.envelope import Reading
+from consumers.store.sink import Sink, SinkError
+from consumers.store.urlopts import flag, options, reject_inline_secret, secret
+from schemas import METRICS
+
+TOKEN_ENV = "WATTBUS_INFLUX_TOKEN"
+URL_OPTIONS = {"org", "bucket", "token_file", "tls", "read", "batch", "timeout"}
+QUALITY_CODES = {"ok": 0, "missing": 1, "estimated": 2}
+QUALITY_NAMES = {v: k for k, v in QUALITY_CODES.items()}
+EXTRA_FIELDS = ("seq", "period_s", "quality")
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+DAY_MS = 86_400_000
+VICTORIA_WINDOW_POINTS = 50_000
+NETWORK_ERRORS = (ApiException, urllib3.exceptions.HTTPError, httpx.HTTPError, OSError)
+
+
+def _escape_key(s: str) -> str:
+    """Line-protocol escaping for measurement, tag keys and tag values (commas, spaces, equals signs)."""
+    return s.replace("\\", "\\\\").replace(",", "\\,").replace(" ", "\\ ").replace("=", "\\=")
+
+
+def line(r: Reading) -> str:
+    """One reading as one line of line protocol (millisecond timestamp)."""
+    fields = [f"{k}={v!r}" for k, v in r.metrics.items() if math.isfinite(v)]
+    if r.seq is not None:
+        fields.append(f"seq={int(r.seq)}i")
+    fields.append(f"period_s={float(r.period_s)!r}")
+    fields.append(f"quality={QUALITY_CODES.get(r.quality, 0)}i")
+    return f"{_escape_key(r.source)},device={_escape_key(r.device)} {','.join(fields)} {int(r.ts)}"
+
+
+def _flux_string(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _rfc3339(ms: int) -> str:
+    return (EPOCH + timedelta(milliseconds=ms)).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+class InfluxSink(Sink):
+    def __init__(self, url: str):
+        super().__init__(url)
+        reject_inline_secret(url, "token_file")
+        parts = urlsplit(url)
+        self.opts = options(url, URL_OPTIONS)
+        self.org = self.opts.get("org", "")
+        self.bucket = self.opts.get("bucket", "")
+        if not self.bucket:
+            raise ValueError("influx URL needs a bucket: influx://host:8086?org=home&bucket=energy")
+        scheme = "https" if flag(self.opts, "tls") else "http"
+        self.base = f"{scheme}://{parts.hostname or 'localhost'}:{parts.port or 8086}{unquote(parts.path).rstrip('/')}"
+        self.token = secret(self.opts, "token_file", TOKEN_ENV)
+        self.read_mode = self.opts.get("read", "auto")
+        if self.read_mode not in ("auto", "flux", "victoria"):
+            raise ValueError(f"influx URL option read={self.read_mode!r}: expected auto, flux or victoria")
+        self.batch = int(self.opts.get("batch", 5000))
+        self.timeout = float(self.opts.get("timeout", 30))
+        self._client: InfluxDBClient | None = None
+        self._write_api = None
+
+    def describe(self) -> str:
+        return f"{super().describe()}?org={self.org}&bucket={self.bucket}"
+
+    @property
+    def client(self) -> InfluxDBClient:
+        if self._client is None:
+            self._client = InfluxDBClient(url=self.base, token=self.token or "", org=self.org or None,
+                                          timeout=int(self.timeout * 1000))
+            self._write_api = self._client.write_api(write_options=SYNCHRONOUS)
+        return self._client
+
+    def ensure_schema(self) -> None:
+        """Nothing to create: a measurement appears with its first point, a field with its first value.
+
+        The bucket itself is made by the InfluxDB administrator (retention is a decision, not a default).
+        """
+
+    def write(self, readings: Sequence[Reading]) -> None:
+        if not readings:
+            return
+        lines = [line(r) for r in readings]
+        _ = self.client
+        try:
+            for i in range(0, len(lines), self.batch):
+                self._write_api.write(self.bucket, self.org, "\n".join(lines[i:i + self.batch]),
+                                      write_precision=WritePrecision.MS)
+        except NETWORK_ERRORS as exc:
+            raise SinkError(f"influx {self.describe()}: {_reason(exc)}") from exc
+
+    # -- read --------------------------------------------------------------------------------------
+    def read(self, source: str, device: str, start_ms: int, end_ms: int) -> Iterator[Reading]:
+        try:
+            if self._server_kind() == "victoria":
+                yield from self._read_victoria(source, device, start_ms, end_ms)
+            else:
+                yield from self._read_flux(source, device, start_ms, end_ms)
+        except NETWORK_ERRORS as exc:
+            raise SinkError(f"influx {self.describe()}: {_reason(exc)}") from exc
+
+    def _server_kind(self) -> str:
+        """InfluxDB's /health answers JSON naming itself; VictoriaMetrics answers plain ``OK``."""
+        if self.read_mode == "auto":
+            r = httpx.get(f"{self.base}/health", timeout=self.timeout)
+            try:
+                is_influx = orjson.loads(r.content).get("name") == "influxdb"
+            except (orjson.JSONDecodeError, AttributeError):
+                is_influx = False
+            self.read_mode = "flux" if is_influx else "victoria"
+        return self.read_mode
+
+    def flux_query(self, source: str, device: str, start_ms: int, end_ms: int) -> str:
+        return (f"from(bucket: {_flux_string(self.bucket)})\n"
+                f"  |> range(start: {_rfc3339(start_ms)}, stop: {_rfc3339(end_ms)})\n"
+                f"  |> filter(fn: (r) => r._measurement == {_flux_string(source)} and "
+                f"r.device == {_flux_string(device)})\n"
+                f'  |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")\n'
+                f'  |> sort(columns: ["_time"])')
+
+    def _read_flux(self, source: str, device: str, start_ms: int, end_ms: int) -> Iterator[Reading]:
+        records = self.client.query_api().query_stream(self.flux_query(source, device, start_ms, end_ms),
+                                                       org=self.org or None)
+        last = None
+        for rec in records:
+            ts = (rec.get_time() - EPOCH) // timedelta(milliseconds=1)
+            if ts == last:
+                continue
+            last = ts
+            yield reading_from_fields(source, device, ts, rec.values)
+
+    def _read_victoria(self, source: str, device: str, start_ms: int, end_ms: int) -> Iterator[Reading]:
+        """Through /api/v1/export, window by window, so a year streams in bounded memory.
+
+        The window adapts: it doubles across empty time (an export from 1970 on costs a few requests) and
+        shrinks to about ``VICTORIA_WINDOW_POINTS`` readings where there is data.
+        """
+        names = "|".join([*METRICS, *EXTRA_FIELDS])
+        match = f'{{__name__=~"{source}_({names})",device="{device}"}}'
+        prefix = len(source) + 1
+        window = DAY_MS
+        with httpx.Client(timeout=self.timeout) as http:
+            lo = start_ms
+            while lo < end_ms:
+                hi = min(lo + window, end_ms)
+                resp = http.post(f"{self.base}/api/v1/export",
+                                 data={"match[]": match, "start": f"{lo / 1000:.3f}", "end": f"{(hi - 1) / 1000:.3f}"})
+                resp.raise_for_status()
+                rows: dict[int, dict[str, float]] = {}
+                for raw in resp.content.splitlines():
+                    if not raw.strip():
+                        continue
+                    series = orjson.loads(raw)
+                    field = series["metric"]["__name__"][prefix:]
+                    for ts, value in zip(series["timestamps"], series["values"]):
+                        if lo <= ts < hi and value is not None and math.isfinite(value):
+                            rows.setdefault(ts, {})[field] = value
+                for ts in sorted(rows):
+                    yield reading_from_fields(source, device, ts, rows[ts])
+                span = hi - lo
+                lo = hi
+                if rows:
+                    window = max(60_000, min(span * 2, span * VICTORIA_WINDOW_POINTS // len(rows)))
+                else:
+                    window = span * 4
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+            self._write_api = None
+
+
+def reading_from_fields(source: str, device: str, ts: int, fields: dict) -> Reading:
+    """A Reading from one point's fields (Flux pivot row or merged VictoriaMetrics samples)."""
+    metrics = {k: float(fields[k]) for k in METRICS if fields.get(k) is not None}
+    seq = fields.get("seq")
+    quality = fields.get("quality")
+    return Reading(source, device, ts, metrics, None if seq is None else int(seq),
+                   float(fields.get("period_s") or 0.0),
+                   QUALITY_NAMES.get(int(quality), "ok") if quality is not None else "ok")
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, ApiException):
+        return f"HTTP {exc.status}: {(exc.body or exc.reason or '')!s:.300}"
+    return str(exc) or type(exc).__name__
