@@ -37,6 +37,7 @@ class ProducerContext(ProcessContext):
                                else MemoryOutbox(m.queue_max))
         self._inflight: dict[int, Item] = {}
         self._in_hand = 0  # taken from the outbox, not yet registered in flight
+        self._closing = threading.Event()  # set by flush(): the plugin has returned, nothing more will come
         self._early_acks: dict[int, float] = {}  # PUBACKs that beat the sender to registering the mid
         self._inflight_lock = threading.Lock()
         self._window = threading.Semaphore(0)
@@ -188,7 +189,7 @@ class ProducerContext(ProcessContext):
             self.counters.inc("published")
 
     def _stopped_and_empty(self) -> bool:
-        return self.stopping.is_set() and self.idle()
+        return self._closing.is_set() and self.idle()
 
     def idle(self) -> bool:
         """True when every queued message has been acknowledged by the broker."""
@@ -196,6 +197,8 @@ class ProducerContext(ProcessContext):
 
     def flush(self, timeout: float) -> bool:
         """Wait until every queued reading is acknowledged by the broker (on stop)."""
+        if self.stopping.is_set():
+            self._closing.set()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.idle():
