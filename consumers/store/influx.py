@@ -25,7 +25,8 @@ says so. VictoriaMetrics keeps a re-written sample twice unless started with ``-
 
 URL: ``influx://host:8086?org=home&bucket=energy&token_file=/etc/wattbus/influx.token`` (or
 $WATTBUS_INFLUX_TOKEN). Options: ``org``, ``bucket`` (required), ``token_file``, ``tls`` (https),
-``read`` (auto | flux | victoria), ``batch`` (lines per request), ``timeout`` (s per request, default 30).
+``read`` (auto | flux | victoria), ``batch`` (lines per request), ``timeout`` (s per request, default 30),
+``bench=naive`` (one request per reading: ``wattbus bench``'s comparison path).
 """
 
 from __future__ import annotations
@@ -48,12 +49,14 @@ from consumers.store.urlopts import flag, options, reject_inline_secret, secret
 from schemas import METRICS
 
 TOKEN_ENV = "WATTBUS_INFLUX_TOKEN"
-URL_OPTIONS = {"org", "bucket", "token_file", "tls", "read", "batch", "timeout"}
+URL_OPTIONS = {"org", "bucket", "token_file", "tls", "read", "batch", "timeout", "bench"}
 QUALITY_CODES = {"ok": 0, "missing": 1, "estimated": 2}
 QUALITY_NAMES = {v: k for k, v in QUALITY_CODES.items()}
 EXTRA_FIELDS = ("seq", "period_s", "quality")
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 DAY_MS = 86_400_000
+MAX_MS = 32503680000000
+"""The envelope's last valid ts (year 3000): range ends beyond it are clamped (servers reject far futures)."""
 VICTORIA_WINDOW_POINTS = 50_000
 NETWORK_ERRORS = (ApiException, urllib3.exceptions.HTTPError, httpx.HTTPError, OSError)
 
@@ -97,7 +100,7 @@ class InfluxSink(Sink):
         self.read_mode = self.opts.get("read", "auto")
         if self.read_mode not in ("auto", "flux", "victoria"):
             raise ValueError(f"influx URL option read={self.read_mode!r}: expected auto, flux or victoria")
-        self.batch = int(self.opts.get("batch", 5000))
+        self.batch = 1 if self.opts.get("bench") == "naive" else int(self.opts.get("batch", 5000))
         self.timeout = float(self.opts.get("timeout", 30))
         self._client: InfluxDBClient | None = None
         self._write_api = None
@@ -133,11 +136,32 @@ class InfluxSink(Sink):
 
     # -- read --------------------------------------------------------------------------------------
     def read(self, source: str, device: str, start_ms: int, end_ms: int) -> Iterator[Reading]:
+        end_ms = min(end_ms, MAX_MS + 1)
         try:
             if self._server_kind() == "victoria":
                 yield from self._read_victoria(source, device, start_ms, end_ms)
             else:
                 yield from self._read_flux(source, device, start_ms, end_ms)
+        except NETWORK_ERRORS as exc:
+            raise SinkError(f"influx {self.describe()}: {_reason(exc)}") from exc
+
+    def count(self, source: str, device: str, start_ms: int = 0, end_ms: int = 2**53) -> int:
+        """Readings stored: the points of the ``quality`` field, which every reading has."""
+        end_ms = min(end_ms, MAX_MS + 1)
+        try:
+            if self._server_kind() == "victoria":
+                resp = httpx.post(f"{self.base}/api/v1/export", timeout=self.timeout, data={
+                    "match[]": f'{{__name__="{source}_quality",device="{device}"}}',
+                    "start": f"{start_ms / 1000:.3f}", "end": f"{(end_ms - 1) / 1000:.3f}"})
+                resp.raise_for_status()
+                seen: set[int] = set()
+                for raw in resp.content.splitlines():
+                    if raw.strip():
+                        seen.update(t for t in orjson.loads(raw)["timestamps"] if start_ms <= t < end_ms)
+                return len(seen)
+            flux = self._flux_select(source, device, start_ms, end_ms, "quality") + "  |> count()"
+            tables = self.client.query_api().query(flux, org=self.org or None)
+            return sum(int(rec.get_value()) for table in tables for rec in table.records)
         except NETWORK_ERRORS as exc:
             raise SinkError(f"influx {self.describe()}: {_reason(exc)}") from exc
 
@@ -152,13 +176,18 @@ class InfluxSink(Sink):
             self.read_mode = "flux" if is_influx else "victoria"
         return self.read_mode
 
-    def flux_query(self, source: str, device: str, start_ms: int, end_ms: int) -> str:
+    def _flux_select(self, source: str, device: str, start_ms: int, end_ms: int, field: str | None = None) -> str:
+        where = f"r._measurement == {_flux_string(source)} and r.device == {_flux_string(device)}"
+        if field:
+            where += f" and r._field == {_flux_string(field)}"
         return (f"from(bucket: {_flux_string(self.bucket)})\n"
                 f"  |> range(start: {_rfc3339(start_ms)}, stop: {_rfc3339(end_ms)})\n"
-                f"  |> filter(fn: (r) => r._measurement == {_flux_string(source)} and "
-                f"r.device == {_flux_string(device)})\n"
-                f'  |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")\n'
-                f'  |> sort(columns: ["_time"])')
+                f"  |> filter(fn: (r) => {where})\n")
+
+    def flux_query(self, source: str, device: str, start_ms: int, end_ms: int) -> str:
+        return (self._flux_select(source, device, start_ms, end_ms)
+                + '  |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")\n'
+                + '  |> sort(columns: ["_time"])')
 
     def _read_flux(self, source: str, device: str, start_ms: int, end_ms: int) -> Iterator[Reading]:
         records = self.client.query_api().query_stream(self.flux_query(source, device, start_ms, end_ms),

@@ -24,8 +24,8 @@ Writes use ``j: true``: acknowledged only once in the server's journal, which is
 
 URL: ``mongodb://user@host:27017/wattbus?password_file=/etc/wattbus/mongo.pass`` (or
 $WATTBUS_MONGO_PASSWORD; never a password in the URL). wattbus options: ``password_file``, ``collection``
-(default ``readings``), ``timeseries`` (``auto`` | ``on`` | ``off``); any other option is pymongo's (authSource,
-tls, replicaSet, ...).
+(default ``readings``), ``timeseries`` (``auto`` | ``on`` | ``off``), ``bench=naive`` (one insert per reading:
+``wattbus bench``'s comparison path); any other option is pymongo's (authSource, tls, replicaSet, ...).
 """
 
 from __future__ import annotations
@@ -45,10 +45,15 @@ from consumers.store.urlopts import reject_inline_secret, secret
 
 SCHEMA_VERSION = 1
 PASSWORD_ENV = "WATTBUS_MONGO_PASSWORD"
-OWN_OPTIONS = {"password_file", "collection", "timeseries"}
+OWN_OPTIONS = {"password_file", "collection", "timeseries", "bench"}
 DUPLICATE_KEY = 11000
 EPOCH = datetime(1970, 1, 1)
+DEFAULT_TIMEOUTS = {"serverSelectionTimeoutMS": 5000, "connectTimeoutMS": 5000, "socketTimeoutMS": 60000}
+"""Fail a write within seconds when the server is away (the store then retries with backoff); the URL may
+override each."""
 MS = timedelta(milliseconds=1)
+MAX_MS = 253402300799999
+"""9999-12-31T23:59:59.999Z: Python's datetime ends there; later range ends are clamped to it."""
 
 
 def to_date(ts_ms: int) -> datetime:
@@ -78,14 +83,16 @@ class MongoSink(Sink):
         self._uri = urlunsplit((parts.scheme, parts.netloc, parts.path,
                                 urlencode([(k, v) for k, v in query if k not in OWN_OPTIONS]), ""))
         self._password = secret(own, "password_file", PASSWORD_ENV)
+        self.naive = own.get("bench") == "naive"
         self._client = client
         self.layout: str | None = None
 
     @property
     def client(self) -> pymongo.MongoClient:
         if self._client is None:
-            kwargs: dict = {"serverSelectionTimeoutMS": 5000, "connectTimeoutMS": 5000,
-                            "socketTimeoutMS": 60000, "tz_aware": False}
+            given = {k.lower() for k, _ in parse_qsl(urlsplit(self._uri).query)}
+            kwargs: dict = {k: v for k, v in DEFAULT_TIMEOUTS.items() if k.lower() not in given}
+            kwargs["tz_aware"] = False
             if self._password is not None:
                 kwargs["password"] = self._password
             self._client = pymongo.MongoClient(self._uri, **kwargs)
@@ -154,10 +161,12 @@ class MongoSink(Sink):
         if self.layout is None:
             self.ensure_schema()
         try:
-            if self.layout == "timeseries":
-                self._write_timeseries(readings)
+            write = self._write_timeseries if self.layout == "timeseries" else self._write_plain
+            if self.naive:  # `wattbus bench`'s comparison path: one insert per reading
+                for r in readings:
+                    write([r])
             else:
-                self._write_plain(readings)
+                write(readings)
         except PyMongoError as exc:
             raise SinkError(f"mongodb {self.describe()}: {exc}") from exc
 
@@ -193,7 +202,8 @@ class MongoSink(Sink):
     def read(self, source: str, device: str, start_ms: int, end_ms: int) -> Iterator[Reading]:
         try:
             cursor = self.coll.find(
-                {"meta.source": source, "meta.device": device, "ts": {"$gte": to_date(start_ms), "$lt": to_date(end_ms)}},
+                {"meta.source": source, "meta.device": device,
+                 "ts": {"$gte": to_date(start_ms), "$lt": to_date(min(end_ms, MAX_MS))}},
                 {"_id": 0}).sort("ts", ASCENDING).batch_size(5000)
             last = None
             for d in cursor:
@@ -206,8 +216,13 @@ class MongoSink(Sink):
         except PyMongoError as exc:
             raise SinkError(f"mongodb {self.describe()}: {exc}") from exc
 
-    def count(self) -> int:
-        return self.coll.count_documents({})
+    def count(self, source: str, device: str, start_ms: int = 0, end_ms: int = 2**53) -> int:
+        end_ms = min(end_ms, MAX_MS)
+        try:
+            return self.coll.count_documents({"meta.source": source, "meta.device": device,
+                                              "ts": {"$gte": to_date(start_ms), "$lt": to_date(end_ms)}})
+        except PyMongoError as exc:
+            raise SinkError(f"mongodb {self.describe()}: {exc}") from exc
 
     def close(self) -> None:
         if self._client is not None:

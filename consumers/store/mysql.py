@@ -12,7 +12,8 @@ start, under an advisory lock so two store copies starting together do not race.
 
 URL: ``mysql://user@host:3306/wattbus?password_file=/etc/wattbus/mysql.pass`` (or $WATTBUS_MYSQL_PASSWORD;
 never a password in the URL). Options: ``password_file``, ``unix_socket``, ``connect_timeout`` (s, default
-5), ``timeout`` (s a statement may take before the write counts as failed, default 60).
+5), ``timeout`` (s a statement may take before the write counts as failed, default 60), ``bench=naive``
+(one INSERT and commit per reading: the comparison path of ``wattbus bench``).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from schemas import METRICS
 SCHEMA_VERSION = 1
 BASE_COLUMNS = ("source", "device", "ts", "seq", "period_s", "quality")
 PASSWORD_ENV = "WATTBUS_MYSQL_PASSWORD"
-URL_OPTIONS = {"password_file", "unix_socket", "connect_timeout", "timeout"}
+URL_OPTIONS = {"password_file", "unix_socket", "connect_timeout", "timeout", "bench"}
 MAX_STATEMENT_BYTES = 4_000_000
 """One INSERT carries rows up to about this size (below the server's default max_allowed_packet, 16 MB)."""
 READ_PAGE = 10_000
@@ -73,6 +74,7 @@ class MysqlSink(Sink):
         self.password = secret(self.opts, "password_file", PASSWORD_ENV)
         self.connect_timeout = float(self.opts.get("connect_timeout", 5))
         self.timeout = float(self.opts.get("timeout", 60))
+        self.naive = self.opts.get("bench") == "naive"
         self._conn: pymysql.connections.Connection | None = None
         self._columns: set[str] = set()
         self._heads: dict[tuple[str, ...], tuple[str, str]] = {}
@@ -206,6 +208,13 @@ class MysqlSink(Sink):
             return
         try:
             conn = self.conn
+            if self.naive:  # `wattbus bench`'s comparison path: one INSERT and one commit per reading
+                for r in readings:
+                    with conn.cursor() as cur:
+                        for stmt in self.statements([r]):
+                            cur.execute(stmt)
+                    conn.commit()
+                return
             with conn.cursor() as cur:
                 for stmt in self.statements(readings):
                     cur.execute(stmt)
@@ -240,11 +249,16 @@ class MysqlSink(Sink):
                 return
             lo = rows[-1][0] + 1
 
-    def count(self) -> int:
-        with self.conn.cursor() as cur:
-            cur.execute("SELECT COUNT(*) FROM readings")
-            n = cur.fetchone()[0]
-        self.conn.commit()
+    def count(self, source: str, device: str, start_ms: int = 0, end_ms: int = 2**53) -> int:
+        try:
+            with self.conn.cursor() as cur:
+                cur.execute("SELECT COUNT(*) FROM readings WHERE source = %s AND device = %s AND ts >= %s "
+                            "AND ts < %s", (source, device, start_ms, end_ms))
+                n = cur.fetchone()[0]
+            self.conn.commit()
+        except pymysql.err.MySQLError as exc:
+            self._drop_connection()
+            raise SinkError(f"mysql {self.describe()}: {exc}") from exc
         return n
 
     def close(self) -> None:
