@@ -32,6 +32,7 @@ $WATTBUS_INFLUX_TOKEN). Options: ``org``, ``bucket`` (required), ``token_file``,
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from urllib.parse import unquote, urlsplit
@@ -66,14 +67,18 @@ def _escape_key(s: str) -> str:
     return s.replace("\\", "\\\\").replace(",", "\\,").replace(" ", "\\ ").replace("=", "\\=")
 
 
+@lru_cache(maxsize=4096)
+def _series(source: str, device: str) -> str:
+    return f"{_escape_key(source)},device={_escape_key(device)} "
+
+
 def line(r: Reading) -> str:
     """One reading as one line of line protocol (millisecond timestamp)."""
-    fields = [f"{k}={v!r}" for k, v in r.metrics.items() if math.isfinite(v)]
-    if r.seq is not None:
-        fields.append(f"seq={int(r.seq)}i")
-    fields.append(f"period_s={float(r.period_s)!r}")
-    fields.append(f"quality={QUALITY_CODES.get(r.quality, 0)}i")
-    return f"{_escape_key(r.source)},device={_escape_key(r.device)} {','.join(fields)} {int(r.ts)}"
+    fields = ",".join([f"{k}={v!r}" for k, v in r.metrics.items() if math.isfinite(v)])
+    seq = "" if r.seq is None else f"seq={int(r.seq)}i,"
+    sep = "," if fields else ""
+    return (f"{_series(r.source, r.device)}{fields}{sep}{seq}period_s={float(r.period_s)!r},"
+            f"quality={QUALITY_CODES.get(r.quality, 0)}i {int(r.ts)}")
 
 
 def _flux_string(s: str) -> str:

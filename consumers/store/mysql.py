@@ -19,6 +19,7 @@ never a password in the URL). Options: ``password_file``, ``unix_socket``, ``con
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from collections.abc import Iterator, Sequence
 from urllib.parse import unquote, urlsplit
 
@@ -32,7 +33,7 @@ from consumers.store.urlopts import options, reject_inline_secret, secret
 from schemas import METRICS
 
 SCHEMA_VERSION = 1
-BASE_COLUMNS = ("source", "device", "ts", "seq", "period_s", "quality")
+BASE_COLUMNS = ("source", "device", "quality", "ts", "seq", "period_s")
 PASSWORD_ENV = "WATTBUS_MYSQL_PASSWORD"
 URL_OPTIONS = {"password_file", "unix_socket", "connect_timeout", "timeout", "bench"}
 MAX_STATEMENT_BYTES = 4_000_000
@@ -171,7 +172,7 @@ class MysqlSink(Sink):
         if head is None:
             cols = BASE_COLUMNS + keys
             names = ", ".join(f"`{c}`" for c in cols)
-            updates = ", ".join(f"`{c}` = VALUES(`{c}`)" for c in cols[3:])
+            updates = ", ".join(f"`{c}` = VALUES(`{c}`)" for c in cols if c not in ("source", "device", "ts"))
             head = (f"INSERT INTO readings ({names}) VALUES ", f" ON DUPLICATE KEY UPDATE {updates}")
             self._heads[keys] = head
         return head
@@ -185,10 +186,10 @@ class MysqlSink(Sink):
         """
         groups: dict[tuple[str, ...], list[str]] = {}
         for r in readings:
-            vals = [repr(v) if math.isfinite(v) else "NULL" for v in r.metrics.values()]
-            seq = "NULL" if r.seq is None else str(int(r.seq))
-            row = (f"('{_name(r.source)}','{_name(r.device)}',{int(r.ts)},{seq},{_sql_float(r.period_s)},"
-                   f"'{_name(r.quality)}'{',' if vals else ''}{','.join(vals)})")
+            vals = ",".join([repr(v) if math.isfinite(v) else "NULL" for v in r.metrics.values()])
+            seq = "NULL" if r.seq is None else int(r.seq)
+            row = (f"({_names(r.source, r.device, r.quality)}{int(r.ts)},{seq},{_sql_float(r.period_s)}"
+                   f"{',' if vals else ''}{vals})")
             groups.setdefault(tuple(r.metrics), []).append(row)
         for keys, rows in groups.items():
             head, tail = self._head(keys)
@@ -265,8 +266,11 @@ class MysqlSink(Sink):
         self._drop_connection()
 
 
-def _name(value: str) -> str:
-    """A source/device/quality string made safe for a SQL literal (already validated: this is a guard)."""
-    if not value.replace("_", "").replace("-", "").isalnum() or not value.isascii():
-        raise ValueError(f"refusing to store name {value!r}: not a valid wattbus name")
-    return value
+@lru_cache(maxsize=4096)
+def _names(source: str, device: str, quality: str) -> str:
+    """The leading string literals of a row. They are validated names (``[a-z0-9_-]``) or a fixed word;
+    checked again here because they go into SQL text."""
+    for value in (source, device, quality):
+        if not (value.isascii() and value.replace("_", "").replace("-", "").isalnum()):
+            raise ValueError(f"refusing to store name {value!r}: not a valid wattbus name")
+    return f"'{source}','{device}','{quality}',"

@@ -9,6 +9,7 @@ first, once it is back (see spool.py).
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,6 +32,7 @@ class StoreWriter:
         self._sink_lock = threading.Lock()  # one sink call at a time: intake thread and spool drainer
         self._state_lock = threading.Lock()
         self._wake = threading.Event()
+        self._closed = threading.Event()
         self._drainer: threading.Thread | None = None
         self.stored = 0
         ctx.add_health(self._health)
@@ -86,8 +88,11 @@ class StoreWriter:
                 return
             self._down = True
         self.ctx.counters.inc("sink_outages")
-        self.ctx.log.error("sink %s unavailable, holding %d readings%s: %s", self.sink.describe(), held,
-                           " (spooling to disk)" if self.spool is not None else " (not acknowledging)", exc)
+        if self.spool is None:
+            what = f"holding {held} readings, acknowledging nothing until it is back"
+        else:
+            what = f"spooling to {self.spool.dir} ({spooled} readings there)"
+        self.ctx.log.error("sink %s unavailable; %s: %s", self.sink.describe(), what, exc)
 
     def _came_back(self, n: int) -> None:
         spooled = self.spool.readings if self.spool is not None else 0
@@ -111,7 +116,7 @@ class StoreWriter:
         assert self.spool is not None
         retrying = Retrying(wait=wait_exponential(multiplier=0.5, max=30), retry=retry_if_not_exception_type(Stopping),
                             sleep=self._sleep_or_stop, reraise=True)
-        while not self.ctx.stopping.is_set():
+        while not (self.ctx.stopping.is_set() or self._closed.is_set()):
             item = self.spool.oldest()
             if item is None:
                 self._wake.wait(1.0)
@@ -135,10 +140,14 @@ class StoreWriter:
             raise
 
     def _sleep_or_stop(self, seconds: float) -> None:
-        if self.ctx.stopping.wait(seconds):
-            raise Stopping
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if self._closed.wait(min(left, 0.2)) or self.ctx.stopping.is_set():
+                raise Stopping
 
     def close(self) -> None:
+        self._closed.set()
+        self._wake.set()
         if self._drainer is not None:
             self._drainer.join(timeout=5)
         self.ctx.log.info("stored %d readings in this run", self.stored)
