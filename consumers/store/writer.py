@@ -15,6 +15,7 @@ from pathlib import Path
 
 from tenacity import Retrying, retry_if_not_exception_type, wait_exponential
 
+from bus import topics
 from bus.consumer import ConsumerContext, Stopping
 from bus.envelope import Reading
 from consumers.store.sink import Sink, open_sink
@@ -89,10 +90,11 @@ class StoreWriter:
             self._down = True
         self.ctx.counters.inc("sink_outages")
         if self.spool is None:
-            what = f"holding {held} readings, acknowledging nothing until it is back"
+            what = f"holding {held} readings, acknowledging nothing meanwhile"
         else:
             what = f"spooling to {self.spool.dir} ({spooled} readings there)"
         self.ctx.log.error("sink %s unavailable; %s: %s", self.sink.describe(), what, exc)
+        self._publish_health()
 
     def _came_back(self, n: int) -> None:
         spooled = self.spool.readings if self.spool is not None else 0
@@ -103,6 +105,14 @@ class StoreWriter:
             self._down = False
         self.ctx.log.info("sink %s is back; stored %d held readings%s", self.sink.describe(), n,
                           f", {spooled} still in the spool" if spooled else "")
+        self._publish_health()
+
+    def _publish_health(self) -> None:
+        """Show an outage's start and end in the retained health document now, not at the next 30 s tick."""
+        try:
+            self.ctx.publish(topics.process_health(self.ctx.name), self.ctx.health(), retain=True)
+        except Exception:  # health must never get in the way of storing
+            self.ctx.log.debug("could not publish health", exc_info=True)
 
     def _to_spool(self, readings: Sequence[Reading]) -> None:
         """Raises SpoolFull/OSError when the spool cannot take them: the runtime then retries, acks nothing."""

@@ -105,6 +105,7 @@ def test_a_database_away_for_20_s_loses_nothing_and_never_delays_the_other_sink(
     cfg = store_config(tmp_path, broker, {names[k]: u for k, u in urls.items()}, batch_max=1000)
     procs = {k: processes(cfg, names[k]) for k in urls}
     pub = collector_factory(broker)
+    health = collector_factory(broker, f"wattbus/{names[down]}/health")
     probes = {k: probe_factory(u) for k, u in urls.items()}
     for p in probes.values():
         wait_subscribed(pub, p)
@@ -120,6 +121,8 @@ def test_a_database_away_for_20_s_loses_nothing_and_never_delays_the_other_sink(
         publish(pub, rs[2000:4000])
         probes[up].wait_count(device, 4000, timeout=15)  # the other store goes on as if nothing happened
         procs[down].wait_output("unavailable", timeout=20)
+        health.wait_for(lambda: any(h.get("sink_up") is False and h["counters"].get("sink_backlog", 0) > 0
+                                    for h in health_docs(health)), 10, "the health document to show the outage")
         publish(pub, rs[4000:])
         probes[up].wait_count(device, 6000, timeout=15)
         time.sleep(max(0.0, 21 - (time.monotonic() - away)))
@@ -130,6 +133,13 @@ def test_a_database_away_for_20_s_loses_nothing_and_never_delays_the_other_sink(
         assert p.stored(device) == rs
     out = procs[down].output()
     assert out.count("unavailable") == 1 and out.count("is back") == 1
+    assert health_docs(health)[-1].get("sink_up") is True
+
+
+def health_docs(collector) -> list[dict]:
+    import orjson
+
+    return [orjson.loads(payload) for _, payload, _ in collector.on("wattbus/+/health")]
 
 
 @pytest.mark.slow

@@ -24,10 +24,20 @@ class Ctx:
         self.log = log
         self.counters = Counters()
         self.stopping = threading.Event()
-        self.health: list = []
+        self.health_fns: list = []
+        self.published: list = []
 
     def add_health(self, fn) -> None:
-        self.health.append(fn)
+        self.health_fns.append(fn)
+
+    def health(self) -> dict:
+        doc = {"counters": self.counters.snapshot()}
+        for fn in self.health_fns:
+            doc.update(fn())
+        return doc
+
+    def publish(self, topic, payload, retain=False, qos=1):
+        self.published.append((topic, payload, retain))
 
 
 class Switchable(SqliteSink):
@@ -102,11 +112,11 @@ def test_without_a_spool_an_outage_refuses_batches_and_is_logged_once(ctx, tmp_p
     for _ in range(3):  # the runtime's retries
         with pytest.raises(SinkError):
             w.write(readings("house", 10))
-    assert ctx.counters.get("sink_backlog") == 10
-    assert [h() for h in ctx.health][0]["sink_up"] is False
+    assert ctx.published[-1][0] == "wattbus/store/health" and ctx.published[-1][2]  # retained, at once
+    assert ctx.published[-1][1]["sink_up"] is False and ctx.published[-1][1]["counters"]["sink_backlog"] == 10
     sink.up = True
     w.write(readings("house", 10))
-    assert ctx.counters.get("sink_backlog") == 0
+    assert ctx.published[-1][1]["sink_up"] is True and ctx.published[-1][1]["counters"]["sink_backlog"] == 0
     messages = [r.getMessage() for r in caplog.records]
     assert sum("unavailable" in m for m in messages) == 1
     assert sum("is back" in m for m in messages) == 1
