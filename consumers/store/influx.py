@@ -100,7 +100,8 @@ class InfluxSink(Sink):
         if not self.bucket:
             raise ValueError("influx URL needs a bucket: influx://host:8086?org=home&bucket=energy")
         scheme = "https" if flag(self.opts, "tls") else "http"
-        self.base = f"{scheme}://{parts.hostname or 'localhost'}:{parts.port or 8086}{unquote(parts.path).rstrip('/')}"
+        host, port, path = parts.hostname or "localhost", parts.port or 8086, unquote(parts.path).rstrip("/")
+        self.base = f"{scheme}://{host}:{port}{path}"
         self.token = secret(self.opts, "token_file", TOKEN_ENV)
         self.read_mode = self.opts.get("read", "auto")
         if self.read_mode not in ("auto", "flux", "victoria"):
@@ -181,7 +182,8 @@ class InfluxSink(Sink):
             self.read_mode = "flux" if is_influx else "victoria"
         return self.read_mode
 
-    def _flux_select(self, source: str, device: str, start_ms: int, end_ms: int, field: str | None = None) -> str:
+    def _flux_select(self, source: str, device: str, start_ms: int, end_ms: int,
+                     field: str | None = None) -> str:
         where = f"r._measurement == {_flux_string(source)} and r.device == {_flux_string(device)}"
         if field:
             where += f" and r._field == {_flux_string(field)}"
@@ -220,7 +222,8 @@ class InfluxSink(Sink):
             while lo < end_ms:
                 hi = min(lo + window, end_ms)
                 resp = http.post(f"{self.base}/api/v1/export",
-                                 data={"match[]": match, "start": f"{lo / 1000:.3f}", "end": f"{(hi - 1) / 1000:.3f}"})
+                                 data={"match[]": match, "start": f"{lo / 1000:.3f}",
+                                       "end": f"{(hi - 1) / 1000:.3f}"})
                 resp.raise_for_status()
                 rows: dict[int, dict[str, float]] = {}
                 for raw in resp.content.splitlines():

@@ -126,10 +126,10 @@ class MongoSink(Sink):
         else:  # made by hand or by an older wattbus: look at what it is
             self.layout = self._kind_of_existing()
         if self.layout == "plain":
-            self.coll.create_index([("meta.source", ASCENDING), ("meta.device", ASCENDING), ("ts", ASCENDING)],
-                                   unique=True, name="source_device_ts")
-        meta.replace_one({"_id": "schema"}, {"_id": "schema", "version": SCHEMA_VERSION, "layout": self.layout},
-                         upsert=True)
+            key = [("meta.source", ASCENDING), ("meta.device", ASCENDING), ("ts", ASCENDING)]
+            self.coll.create_index(key, unique=True, name="source_device_ts")
+        meta.replace_one({"_id": "schema"},
+                         {"_id": "schema", "version": SCHEMA_VERSION, "layout": self.layout}, upsert=True)
 
     def _create(self) -> str:
         if self.timeseries != "off":
@@ -171,7 +171,7 @@ class MongoSink(Sink):
             raise SinkError(f"mongodb {self.describe()}: {exc}") from exc
 
     def _write_plain(self, readings: Sequence[Reading]) -> None:
-        """Unordered bulk insert; readings already stored bounce off the unique index and are left as they are."""
+        """Unordered bulk insert; readings already stored bounce off the unique index and stay as they are."""
         first = {}
         for r in readings:
             first.setdefault((r.source, r.device, r.ts), r)
@@ -191,7 +191,8 @@ class MongoSink(Sink):
         for (source, device), rows in by_device.items():
             lo, hi = min(rows), max(rows)
             stored = self.coll.find(
-                {"meta.source": source, "meta.device": device, "ts": {"$gte": to_date(lo), "$lte": to_date(hi)}},
+                {"meta.source": source, "meta.device": device,
+                 "ts": {"$gte": to_date(lo), "$lte": to_date(hi)}},
                 {"ts": 1, "_id": 0})
             have = {to_ms(d["ts"]) for d in stored}
             new += [self.document(r) for ts, r in rows.items() if ts not in have]

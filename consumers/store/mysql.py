@@ -68,7 +68,8 @@ class MysqlSink(Sink):
         self.opts = options(url, URL_OPTIONS)
         self.database = unquote(parts.path.lstrip("/"))
         if not self.database or "/" in self.database or "`" in self.database:
-            raise ValueError(f"mysql URL {self.describe()!r} needs a database name: mysql://user@host:3306/wattbus")
+            raise ValueError(f"mysql URL {self.describe()!r} needs a database name: "
+                             "mysql://user@host:3306/wattbus")
         self.host = parts.hostname or "localhost"
         self.port = parts.port or 3306
         self.user = unquote(parts.username or "wattbus")
@@ -96,14 +97,7 @@ class MysqlSink(Sink):
     @property
     def conn(self) -> pymysql.connections.Connection:
         if self._conn is None:
-            try:
-                self._conn = self._connect(self.database)
-            except SinkError as exc:
-                cause = exc.__cause__
-                if not (isinstance(cause, pymysql.err.OperationalError) and cause.args[0] == ER.BAD_DB_ERROR):
-                    raise
-                self._create_database()
-                self._conn = self._connect(self.database)
+            self._conn = self._connect(self.database)
         return self._conn
 
     def _create_database(self) -> None:
@@ -129,6 +123,13 @@ class MysqlSink(Sink):
 
     # -- schema ------------------------------------------------------------------------------------
     def ensure_schema(self) -> None:
+        try:
+            _ = self.conn
+        except SinkError as exc:
+            cause = exc.__cause__
+            if not (isinstance(cause, pymysql.err.OperationalError) and cause.args[0] == ER.BAD_DB_ERROR):
+                raise
+            self._create_database()
         try:
             with self.conn.cursor() as cur:
                 cur.execute("SELECT GET_LOCK('wattbus_schema', 60)")
@@ -227,8 +228,15 @@ class MysqlSink(Sink):
     # -- read --------------------------------------------------------------------------------------
     def read(self, source: str, device: str, start_ms: int, end_ms: int) -> Iterator[Reading]:
         """Page through the range by primary key, so a year of minutes streams in bounded memory."""
-        if not self._columns:
-            self.ensure_schema()
+        if not self._columns:  # look, but never create or migrate on a read (a typo must not make a database)
+            try:
+                with self.conn.cursor() as cur:
+                    self._columns = self._table_columns(cur)
+            except pymysql.err.MySQLError as exc:
+                self._drop_connection()
+                raise SinkError(f"mysql {self.describe()}: {exc}") from exc
+            if not self._columns:
+                raise SinkError(f"mysql {self.describe()}: no readings table in database {self.database!r}")
         metric_cols = [k for k in METRICS if k in self._columns]
         select = ", ".join(f"`{c}`" for c in ("ts", "seq", "period_s", "quality", *metric_cols))
         sql = (f"SELECT {select} FROM readings WHERE source = %s AND device = %s AND ts >= %s AND ts < %s "

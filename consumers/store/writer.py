@@ -115,7 +115,7 @@ class StoreWriter:
             self.ctx.log.debug("could not publish health", exc_info=True)
 
     def _to_spool(self, readings: Sequence[Reading]) -> None:
-        """Raises SpoolFull/OSError when the spool cannot take them: the runtime then retries, acks nothing."""
+        """Raises SpoolFull/OSError when the spool cannot take them: the runtime retries, acks nothing."""
         assert self.spool is not None
         self.spool.append(readings)
         self.ctx.counters.inc("spooled", len(readings))
@@ -124,8 +124,9 @@ class StoreWriter:
 
     def _drain_loop(self) -> None:
         assert self.spool is not None
-        retrying = Retrying(wait=wait_exponential(multiplier=0.5, max=30), retry=retry_if_not_exception_type(Stopping),
-                            sleep=self._sleep_or_stop, reraise=True)
+        retrying = Retrying(wait=wait_exponential(multiplier=0.5, max=30),
+                            retry=retry_if_not_exception_type(Stopping), sleep=self._sleep_or_stop,
+                            reraise=True)
         while not (self.ctx.stopping.is_set() or self._closed.is_set()):
             item = self.spool.oldest()
             if item is None:

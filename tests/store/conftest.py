@@ -106,8 +106,8 @@ class SinkProbe:
         return len(self.stored(device, source))
 
     def wait_count(self, device: str, n: int, timeout: float = 60.0, source: str = "hhpc") -> None:
-        wait_until(lambda: self.count(device, source) >= n, timeout, f"{n} readings of {device} in {self.url}",
-                   every=0.3)
+        wait_until(lambda: self.count(device, source) >= n, timeout,
+                   f"{n} readings of {device} in {self.url}", every=0.3)
 
 
 @pytest.fixture

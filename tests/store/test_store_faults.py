@@ -122,7 +122,7 @@ def test_a_database_away_for_20_s_loses_nothing_and_never_delays_the_other_sink(
         probes[up].wait_count(device, 4000, timeout=15)  # the other store goes on as if nothing happened
         procs[down].wait_output("unavailable", timeout=20)
         health.wait_for(lambda: any(h.get("sink_up") is False and h["counters"].get("sink_backlog", 0) > 0
-                                    for h in health_docs(health)), 10, "the health document to show the outage")
+                                    for h in health_docs(health)), 10, "health showing the outage")
         publish(pub, rs[4000:])
         probes[up].wait_count(device, 6000, timeout=15)
         time.sleep(max(0.0, 21 - (time.monotonic() - away)))
@@ -160,8 +160,8 @@ def test_with_a_spool_the_store_acknowledges_through_an_outage_and_a_crash_and_l
     mariadb.stop()
     try:
         publish(pub, rs[2000:])
-        wait_until(lambda: spooled(tmp_path / "spool" / name, device) == 3000, 20, "3000 readings in the spool")
-        store.kill()  # acknowledged and spooled: the broker will not send them again, the spool must have them
+        wait_until(lambda: spooled(tmp_path / "spool" / name, device) == 3000, 20, "3000 spooled readings")
+        store.kill()  # acknowledged and spooled: the broker will not send them again, the spool has them
         store = processes(cfg, name)
         store.wait_output("from an earlier run")
     finally:

@@ -17,7 +17,8 @@ from tests.support.ports import free_port, wait_port
 
 
 def test_one_reading_is_one_line_with_every_metric_as_a_field():
-    r = Reading("shelly", "pro3em", T0, {"power_w": 1500.5, "power_l1_w": 500.0, "voltage_l1_v": 231.2}, 7, 60.0)
+    metrics = {"power_w": 1500.5, "power_l1_w": 500.0, "voltage_l1_v": 231.2}
+    r = Reading("shelly", "pro3em", T0, metrics, 7, 60.0)
     assert line(r) == ("shelly,device=pro3em power_w=1500.5,power_l1_w=500.0,voltage_l1_v=231.2,seq=7i,"
                        "period_s=60.0,quality=0i 1704067200000")
     missing = Reading("hhpc", "house", T0, {}, None, 60.0, "missing")
@@ -46,7 +47,7 @@ def test_a_rewritten_reading_is_read_back_once(victoria, influx_url):
     sink.write(rs)
     sink.write(rs[:200])  # redelivery
     victoria.flush()
-    # VictoriaMetrics without -dedup keeps the second copy as a raw sample; read() still gives each reading once
+    # VictoriaMetrics without -dedup keeps the second copy as a raw sample; read() gives each reading once
     assert len(victoria.raw_timestamps("hhpc_period_s", device)) == 700
     assert list(sink.read("hhpc", device, 0, 2**53)) == rs
     assert sink.count("hhpc", device) == 500
@@ -115,7 +116,8 @@ class FakeInflux:
             return web.json_response({"name": "influxdb", "status": "pass", "version": "v2.7.10"})
 
         async def write(request):
-            self.writes.append((dict(request.query), request.headers.get("Authorization", ""), await request.text()))
+            auth = request.headers.get("Authorization", "")
+            self.writes.append((dict(request.query), auth, await request.text()))
             return web.Response(status=204)
 
         async def query(request):

@@ -1,4 +1,4 @@
-"""The MongoDB sink with mongomock (plain layout), and against a real server when WATTBUS_TEST_MONGO_URL is set.
+"""The MongoDB sink with mongomock (plain layout), and a real server when WATTBUS_TEST_MONGO_URL is set.
 
 mongomock has no time-series collections, so the time-series write path (ask what is stored, insert the
 rest) is exercised here on a collection without a unique index, where a careless insert would duplicate.
@@ -11,7 +11,6 @@ from urllib.parse import urlsplit, urlunsplit
 import mongomock
 import pytest
 
-from bus.envelope import Reading
 from consumers.store.mongo import MongoSink, to_date, to_ms
 from consumers.store.sink import SinkError
 from tests.conftest import unique
@@ -98,7 +97,8 @@ def test_an_unreachable_server_raises_sink_error():
 def mongo_url(database: str, query: str) -> str:
     """WATTBUS_TEST_MONGO_URL (e.g. mongodb://127.0.0.1:27017) with its database and options replaced."""
     parts = urlsplit(MONGO_URL)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{database}", "&".join(q for q in (parts.query, query) if q), ""))
+    options = "&".join(q for q in (parts.query, query) if q)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{database}", options, ""))
 
 
 def _closed_port() -> int:

@@ -26,7 +26,8 @@ def test_first_start_creates_the_database_the_table_and_records_the_version(mari
     sink.close()
     db = db_name(mysql_url)
     cols = {r[0] for r in mariadb.root_sql(
-        f"SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA='{db}' AND TABLE_NAME='readings'")}
+        f"SELECT COLUMN_NAME FROM information_schema.COLUMNS "
+        f"WHERE TABLE_SCHEMA='{db}' AND TABLE_NAME='readings'")}
     assert set(METRICS) <= cols
     assert {"source", "device", "ts", "ts_utc", "seq", "period_s", "quality"} <= cols
     pk = [r[0] for r in mariadb.root_sql(
@@ -43,12 +44,14 @@ def test_a_metric_added_to_the_table_becomes_a_column_at_the_next_start(mariadb,
     sink = MysqlSink(mysql_url)
     sink.ensure_schema()
     db = db_name(mysql_url)
-    mariadb.root_sql(f"ALTER TABLE `{db}`.readings DROP COLUMN gas_m3, DROP COLUMN water_m3")  # an older table
+    # a table made before gas_m3 and water_m3 were rows of metrics.toml
+    mariadb.root_sql(f"ALTER TABLE `{db}`.readings DROP COLUMN gas_m3, DROP COLUMN water_m3")
     sink.close()
     again = MysqlSink(mysql_url)
     again.ensure_schema()
     again.write([Reading("p1", "meter", T0, {"gas_m3": 1234.567, "power_w": 300.0})])
-    assert [r.metrics for r in again.read("p1", "meter", T0, T0 + 1)] == [{"power_w": 300.0, "gas_m3": 1234.567}]
+    got = [r.metrics for r in again.read("p1", "meter", T0, T0 + 1)]
+    assert got == [{"power_w": 300.0, "gas_m3": 1234.567}]
     assert mariadb.root_sql(f"SELECT version FROM `{db}`.schema_version") == [(1,)]
     again.close()
 
@@ -71,7 +74,8 @@ def test_the_last_copy_of_a_reading_wins(mysql_url):
     sink.ensure_schema()
     sink.write([Reading("hhpc", "house", T0, {"power_w": 1.0}, 1, 60.0, "estimated")])
     sink.write([Reading("hhpc", "house", T0, {"power_w": 2.0}, 1, 60.0, "ok")])
-    assert list(sink.read("hhpc", "house", T0, T0 + 1)) == [Reading("hhpc", "house", T0, {"power_w": 2.0}, 1, 60.0, "ok")]
+    latest = Reading("hhpc", "house", T0, {"power_w": 2.0}, 1, 60.0, "ok")
+    assert list(sink.read("hhpc", "house", T0, T0 + 1)) == [latest]
     sink.close()
 
 
@@ -95,7 +99,8 @@ def test_the_readme_daily_energy_query_runs_and_adds_up(mariadb, mysql_url):
     sink.close()
     sql = re.search(r"```sql\n(-- daily kWh.*?)```", README.read_text(), re.S).group(1)
     rows = mariadb.root_sql(f"USE `{db_name(mysql_url)}`", sql)
-    assert [(str(day), round(float(kwh), 3)) for day, kwh in rows] == [("2024-01-01", 24.0), ("2024-01-02", 24.0)]
+    got = [(str(day), round(float(kwh), 3)) for day, kwh in rows]
+    assert got == [("2024-01-01", 24.0), ("2024-01-02", 24.0)]
 
 
 def test_the_password_comes_from_a_file_or_the_environment_never_the_url(mariadb, mysql_url, monkeypatch):
@@ -148,3 +153,11 @@ def test_the_connection_is_utf8mb4_and_utc(mysql_url):
         cur.execute("SELECT @@character_set_connection, @@time_zone")
         assert cur.fetchone() == ("utf8mb4", "+00:00")
     sink.close()
+
+
+def test_reading_never_creates_a_database(mariadb, mysql_url):
+    sink = MysqlSink(mysql_url)
+    with pytest.raises(SinkError):
+        list(sink.read("hhpc", "house", 0, 2**53))
+    sink.close()
+    assert mariadb.root_sql(f"SHOW DATABASES LIKE '{db_name(mysql_url)}'") == []
