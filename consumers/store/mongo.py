@@ -7,11 +7,11 @@ Two layouts, chosen when the collection is first made and recorded in ``wattbus_
 
 - **time-series** (MongoDB >= 5.0): ``timeField: ts``, ``metaField: meta``, granularity minutes. Such a
   collection cannot have a unique index and accepts duplicates, so idempotence is ours: for each device in a
-  batch the sink first asks which ``ts`` in the batch's range are already stored (an index-backed query on
-  meta + time) and inserts only the others. A crash half-way means redelivery, the question is asked again,
-  and only what is still missing goes in. Two writers racing
-  on the *same* reading could both insert it: wattbus never does that (each message goes to one store
-  copy), and ``read`` drops a duplicate timestamp if one ever appears.
+  batch the sink first asks which ``ts`` in the batch's range are already stored (a query on meta + time,
+  which the collection's buckets answer cheaply) and inserts only the others. A crash half-way means
+  redelivery, the question is asked again, and only what is still missing goes in. Two writers racing on
+  the *same* reading could both insert it: wattbus never does that (each message goes to one store copy),
+  and ``read`` drops a duplicate timestamp if one ever appears.
 - **plain** (older servers, mongomock in tests, or ``?timeseries=off``): a unique index on
   ``(meta.source, meta.device, ts)`` and unordered bulk inserts; a reading already stored bounces off the
   index and the rest of the batch goes in.

@@ -74,10 +74,14 @@ class StoreWriter:
     # -- internals -------------------------------------------------------------------------------
     def _write_sink(self, readings: Sequence[Reading]) -> None:
         with self._sink_lock:
-            if not self._schema_ok:
-                self.sink.ensure_schema()
-                self._schema_ok = True
-            self.sink.write(readings)
+            try:
+                if not self._schema_ok:
+                    self.sink.ensure_schema()
+                    self._schema_ok = True
+                self.sink.write(readings)
+            except Exception:
+                self._schema_ok = False  # check again next time: the database may come back empty
+                raise
         self.stored += len(readings)
         self.ctx.counters.inc("stored", len(readings))
 

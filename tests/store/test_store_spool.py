@@ -185,3 +185,16 @@ def test_a_full_spool_falls_back_to_not_acknowledging(ctx, tmp_path):
     wait_until(lambda: len(w.spool) == 0, 10, "the spool to drain")
     assert sink.count("hhpc", "house") == 200
     w.close()
+
+
+def test_a_database_that_comes_back_empty_gets_its_schema_again(ctx, tmp_path):
+    w, sink = make_writer(ctx, tmp_path, spool=False)
+    w.start()
+    w.write(readings("house", 5))
+    with sink.db:
+        sink.db.execute("DROP TABLE readings")  # restored from an old backup, or a new server
+    with pytest.raises(Exception):
+        w.write(readings("house", 10))  # refused once: the runtime retries
+    w.write(readings("house", 10))
+    assert sink.count("hhpc", "house") == 10
+    w.close()
