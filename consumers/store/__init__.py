@@ -46,7 +46,12 @@ def run(ctx: ConsumerContext, cfg: Config) -> None:
     spool = None
     if cfg.spool_dir:
         spool = Path(cfg.spool_dir) / (ctx.name + (f"-{ctx.instance}" if ctx.instance else ""))
-    writer = StoreWriter(ctx, cfg.sink, spool_dir=spool, spool_max_bytes=int(cfg.spool_max_mb * 1024 * 1024))
+    try:
+        writer = StoreWriter(ctx, cfg.sink, spool_dir=spool, spool_max_bytes=int(cfg.spool_max_mb * 1024 * 1024))
+    except (ValueError, OSError) as exc:  # a bad sink URL or unreadable secret: a config error, exit 2
+        from bus.config import ConfigError
+
+        raise ConfigError([f"{ctx.app.path}: consumer.{ctx.name}.sink: {exc}"]) from None
     writer.start()
     try:
         for topic_filter in cfg.topics[1:]:

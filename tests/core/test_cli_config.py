@@ -73,3 +73,12 @@ def test_run_with_a_bad_config_exits_2_before_connecting(tmp_path):
     cfg.write_text(GOOD.replace("batch", "x").replace('sink =', 'snk ='))
     r = run_cli("-c", str(cfg), "run", "store", timeout=30)
     assert r.returncode == 2 and "consumer.store.snk: unknown key" in r.stderr
+
+
+def test_a_sink_url_with_a_password_exits_2_without_traceback(tmp_path):
+    cfg = tmp_path / "wattbus.toml"
+    cfg.write_text('[mqtt]\nport = 1\n\n[consumer.st]\ntype = "store"\nsink = "mysql://u:secret@127.0.0.1:1/w"\n')
+    r = run_cli("-c", str(cfg), "run", "st", timeout=30)
+    assert r.returncode == 2
+    assert "consumer.st.sink" in r.stderr and "password_file" in r.stderr
+    assert "Traceback" not in r.stderr
