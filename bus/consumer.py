@@ -11,7 +11,6 @@ idempotent sinks absorb.
 from __future__ import annotations
 
 import queue
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -50,15 +49,15 @@ class ConsumerContext(ProcessContext):
 
         self.client.subscribe(topic_filter, cb)
 
-    def consume_readings(self, handler: Handler, *, topic_filter: str = topics.ALL_READINGS,
+    def consume_readings(self, handler: Handler, *, topic_filter: str | list[str] = topics.ALL_READINGS,
                          group: str | None = None, batch_max: int = 20_000, batch_wait: float = 0.05) -> None:
         """Run until stopping: feed validated readings to ``handler`` in batches, ack after it returns.
 
-        ``group`` subscribes through ``$share/{group}/`` so several copies split the stream.
+        ``topic_filter`` is one filter or several; ``group`` subscribes through ``$share/{group}/`` so several copies split the stream.
         ``batch_max`` counts readings; ``batch_wait`` is how long to gather a batch once one message is in.
         """
-        sub = topics.shared(group, topic_filter) if group else topic_filter
-        self.client.subscribe(sub, self._inbox.put)
+        for f in [topic_filter] if isinstance(topic_filter, str) else topic_filter:
+            self.client.subscribe(topics.shared(group, f) if group else f, self._inbox.put)
         retrying = Retrying(
             wait=wait_exponential(multiplier=0.5, max=30),
             retry=retry_if_not_exception_type(Stopping),

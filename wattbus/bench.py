@@ -39,7 +39,6 @@ def replay(argv: list[str]) -> int:
     ap.add_argument("--batch", type=int, default=2000, help="readings per message on the fast path")
     args = ap.parse_args(argv)
 
-    from consumers.store.sink import open_sink
     from producers.hhpc.dataset import iter_epochs, iter_rows
 
     work = Path(tempfile.mkdtemp(prefix="wattbus-bench-"))
@@ -89,7 +88,7 @@ host = "127.0.0.1"
 port = {broker.port}
 
 [log]
-level = "warning"
+level = "info"
 
 [producer.bench{label}]
 type = "hhpc"
@@ -111,7 +110,7 @@ batch_wait = {0.05 if store_batch > 1 else 0}
 
     sink = open_sink(sink_url)
     store = start(f"store{label}")
-    time.sleep(2.0)  # the store's subscription must exist before the replay starts
+    _wait_log(work / f"store{label}.log", "subscribed to", store)  # its subscription must exist first
     t0 = time.monotonic()
     producer = start(f"bench{label}")
     done = 0
@@ -141,6 +140,14 @@ batch_wait = {0.05 if store_batch > 1 else 0}
     sink.close()
     return {"n": stored, "seconds": seconds, "rate": stored / seconds, "lost": expected - distinct,
             "dup": stored - distinct}
+
+
+def _wait_log(log: Path, text: str, proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in (log.read_text(errors="replace") if log.exists() else ""):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"bench: the store did not subscribe; see {log}")
+        time.sleep(0.05)
 
 
 if __name__ == "__main__":

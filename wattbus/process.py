@@ -22,7 +22,7 @@ def run_process(app: AppConfig, name: str, instance: str = "") -> int:
     client_id = f"wattbus-{app.mqtt.topic_prefix.strip('/') + '-' if app.mqtt.topic_prefix else ''}{name}"
     if instance:
         client_id += f"-{instance}"
-    receive_max = getattr(cfg, "inflight", 100 if kind == "consumer" else 100)
+    receive_max = getattr(cfg, "inflight", 100)
     client = BusClient(app.mqtt, client_id, status_topic=topics.process_status(name),
                        manual_ack=(kind == "consumer"), receive_maximum=receive_max, log=log)
     if kind == "producer":

@@ -54,10 +54,7 @@ def run(ctx: ConsumerContext, cfg: Config) -> None:
         raise ConfigError([f"{ctx.app.path}: consumer.{ctx.name}.sink: {exc}"]) from None
     writer.start()
     try:
-        for topic_filter in cfg.topics[1:]:
-            ctx.client.subscribe(topics.shared(cfg.group, topic_filter) if cfg.group else topic_filter,
-                                 ctx._inbox.put)
-        ctx.consume_readings(writer.write, topic_filter=cfg.topics[0], group=cfg.group,
+        ctx.consume_readings(writer.write, topic_filter=cfg.topics, group=cfg.group,
                              batch_max=cfg.batch_max, batch_wait=cfg.batch_wait)
     finally:
         writer.close()

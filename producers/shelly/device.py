@@ -18,13 +18,13 @@ for both and lives here:
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
 from .backfill import Rows, Window, build_readings
 from .fields import COUNTER_METRICS, Profile, map_status, worse
 from .rpc import ShellyError
+from bus.state import StateSaver  # noqa: F401  (re-exported for the poller and follower)
 
 if TYPE_CHECKING:
     from bus.producer import ProducerContext
@@ -38,51 +38,6 @@ BATCH = 500  # readings per backfill message
 SAVE_EVERY_S = 60.0
 
 Fetch = Callable[[int, int], Rows]
-
-
-class StateSaver:
-    """Publishes retained states once every reading queued before them is acknowledged.
-
-    Runs its own thread so the device loop never waits on the broker; on a bus without
-    ``ctx.flush`` (tests) it publishes at once.
-    """
-
-    def __init__(self, ctx: "ProducerContext") -> None:
-        self.ctx = ctx
-        self._pending: dict[str, dict[str, Any]] = {}
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._flush = getattr(ctx, "flush", None)
-        self._thread = threading.Thread(target=self._loop, name="shelly-state", daemon=True)
-        self._thread.start()
-
-    def offer(self, device: str, state: dict[str, Any]) -> None:
-        with self._lock:
-            self._pending[device] = state
-        self._wake.set()
-
-    def save_now(self, timeout: float = 3.0) -> bool:
-        if self._flush is not None and not self._flush(timeout):
-            return False
-        self._publish()
-        return True
-
-    def _publish(self) -> None:
-        with self._lock:
-            states, self._pending = self._pending, {}
-        for device, state in states.items():
-            self.ctx.save_state(device, state)
-
-    def _loop(self) -> None:
-        while not self.ctx.stopping.is_set():
-            self._wake.wait(1.0)
-            self._wake.clear()
-            if not self._pending:
-                continue
-            if self._flush is None or self._flush(1.0):
-                self._publish()
-            else:
-                self._wake.set()
 
 
 class DeviceTracker:

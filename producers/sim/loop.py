@@ -20,6 +20,7 @@ import orjson
 from producers.sim.config import Config
 from producers.sim.meter import SimMeter, Upload
 from producers.sim.profile import Site
+from bus.state import StateSaver
 
 if TYPE_CHECKING:
     from bus.producer import ProducerContext
@@ -49,46 +50,6 @@ def start_time(cfg: Config, site: Site) -> float:
     return dt.timestamp()
 
 
-class _StateSaver:
-    """Publishes retained states, but only after the readings they account for are acknowledged."""
-
-    def __init__(self, ctx: ProducerContext, min_interval_s: float = 1.0):
-        self.ctx, self.min_interval_s = ctx, min_interval_s
-        self._pending: dict[str, dict[str, Any]] = {}
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="sim-state", daemon=True)
-        self._thread.start()
-
-    def offer(self, serial: str, state: dict[str, Any]) -> None:
-        with self._lock:
-            self._pending[serial] = state
-        self._wake.set()
-
-    def save_now(self, timeout: float) -> bool:
-        """On stop: wait for the readings to be acknowledged, then publish the last states."""
-        if not self.ctx.flush(timeout):
-            return False
-        self._publish()
-        return True
-
-    def _publish(self) -> None:
-        with self._lock:
-            states, self._pending = self._pending, {}
-        for serial, state in states.items():
-            self.ctx.save_state(serial, state)
-
-    def _loop(self) -> None:
-        while not self.ctx.stopping.is_set():
-            self._wake.wait(1.0)
-            self._wake.clear()
-            if self._pending and self.ctx.flush(1.0):
-                self._publish()
-                self.ctx.stopping.wait(self.min_interval_s)  # an accelerated clock needs no more than this
-            elif self._pending:
-                self._wake.set()  # not acknowledged yet: look again
-
-
 def run(ctx: ProducerContext, cfg: Config) -> None:
     site_cfg = ctx.app.site
     site = Site(ctx.tz,
@@ -97,7 +58,7 @@ def run(ctx: ProducerContext, cfg: Config) -> None:
     meters = {m.serial: SimMeter(m, site, cfg.seed, cfg.interval, cfg.upload, cfg.backfill_days * 86400.0)
               for m in cfg.meters}
     lock = threading.Lock()
-    saver = _StateSaver(ctx)
+    saver = StateSaver(ctx, min_interval_s=1.0, name="sim-state")
 
     with ThreadPoolExecutor(max_workers=len(meters)) as pool:  # each lookup may wait for a retained message
         states = dict(zip(meters, pool.map(ctx.load_state, meters)))
