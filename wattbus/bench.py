@@ -79,7 +79,7 @@ def replay(argv: list[str]) -> int:
 
 def _run(work: Path, broker: Broker, label: str, dataset: Path, sink_url: str, expected: int, *,
          batch: int, store_batch: int) -> dict:
-    from consumers.store.sink import open_sink
+    from bus.sinks.base import open_sink
 
     cfg = work / f"{label}.toml"
     cfg.write_text(f"""

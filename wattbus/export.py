@@ -23,7 +23,7 @@ def parse_time(text: str, tz) -> int:
 
 
 def run_export(args, load) -> int:
-    from consumers.store.sink import open_sink
+    from bus.sinks.base import open_sink
     from zoneinfo import ZoneInfo
 
     tz = ZoneInfo("UTC")

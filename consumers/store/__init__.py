@@ -29,7 +29,7 @@ class Config(PluginConfig, kw_only=True, forbid_unknown_fields=True):
     def __post_init__(self) -> None:
         from urllib.parse import urlsplit
 
-        from consumers.store.sink import SINKS
+        from bus.sinks.base import SINKS
 
         scheme = urlsplit(self.sink).scheme
         if scheme not in SINKS:

@@ -18,7 +18,7 @@ from tenacity import Retrying, retry_if_not_exception_type, wait_exponential
 from bus import topics
 from bus.consumer import ConsumerContext, Stopping
 from bus.envelope import Reading
-from consumers.store.sink import Sink, open_sink
+from bus.sinks.base import Sink, open_sink
 from consumers.store.spool import Spool
 
 

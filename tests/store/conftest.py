@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bus.envelope import Reading, encode_batch
-from consumers.store.sink import Sink, open_sink
+from bus.sinks.base import Sink, open_sink
 from tests.conftest import unique
 from tests.support.mariadb import MariaDB
 from tests.support.processes import write_config

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from bus.envelope import Reading, to_dict
-from consumers.store.sink import open_sink
+from bus.sinks.base import open_sink
 from tests.conftest import unique
 from tests.store.conftest import MONGO_URL, T0, readings
 from tests.support.processes import run_cli

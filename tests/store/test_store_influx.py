@@ -9,8 +9,8 @@ import pytest
 from aiohttp import web
 
 from bus.envelope import Reading
-from consumers.store.influx import InfluxSink, line
-from consumers.store.sink import SinkError
+from bus.sinks.influx import InfluxSink, line
+from bus.sinks.base import SinkError
 from tests.conftest import unique
 from tests.store.conftest import T0, readings
 from tests.support.ports import free_port, wait_port

@@ -11,8 +11,8 @@ from urllib.parse import urlsplit, urlunsplit
 import mongomock
 import pytest
 
-from consumers.store.mongo import MongoSink, to_date, to_ms
-from consumers.store.sink import SinkError
+from bus.sinks.mongo import MongoSink, to_date, to_ms
+from bus.sinks.base import SinkError
 from tests.conftest import unique
 from tests.store.conftest import MONGO_URL, T0, readings
 

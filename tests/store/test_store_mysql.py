@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from bus.envelope import Reading
-from consumers.store.mysql import MysqlSink
-from consumers.store.sink import SinkError
+from bus.sinks.mysql import MysqlSink
+from bus.sinks.base import SinkError
 from schemas import METRICS
 from tests.store.conftest import T0, readings
 

@@ -9,9 +9,9 @@ import time
 import pytest
 
 from bus.runtime import Counters
-from consumers.store.sink import SinkError
+from bus.sinks.base import SinkError
 from consumers.store.spool import Spool, SpoolFull
-from consumers.store.sqlite import SqliteSink
+from bus.sinks.sqlite import SqliteSink
 from consumers.store.writer import StoreWriter
 from tests.store.conftest import readings, wait_until
 

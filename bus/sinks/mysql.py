@@ -28,8 +28,8 @@ import pymysql.cursors
 from pymysql.constants import ER
 
 from bus.envelope import Reading
-from consumers.store.sink import Sink, SinkError
-from consumers.store.urlopts import options, reject_inline_secret, secret
+from bus.sinks.base import Sink, SinkError
+from bus.sinks.urlopts import options, reject_inline_secret, secret
 from schemas import METRICS
 
 SCHEMA_VERSION = 1

@@ -40,8 +40,8 @@ from pymongo.errors import BulkWriteError, CollectionInvalid, OperationFailure, 
 from pymongo.write_concern import WriteConcern
 
 from bus.envelope import Reading
-from consumers.store.sink import Sink, SinkError
-from consumers.store.urlopts import reject_inline_secret, secret
+from bus.sinks.base import Sink, SinkError
+from bus.sinks.urlopts import reject_inline_secret, secret
 
 SCHEMA_VERSION = 1
 PASSWORD_ENV = "WATTBUS_MONGO_PASSWORD"

@@ -13,7 +13,8 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from bus.envelope import Reading
-from consumers.store.sink import Sink, SinkError
+from bus.rollup import KEY_FIELDS, META_FIELDS, VALUE_FIELDS, Bucket
+from bus.sinks.base import Sink, SinkError
 from schemas import METRICS
 
 SCHEMA_VERSION = 1
@@ -67,6 +68,18 @@ class SqliteSink(Sink):
                     db.execute(f'ALTER TABLE readings ADD COLUMN "{key}" REAL')
             if version < SCHEMA_VERSION:
                 db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+            value_cols = ", ".join(f'"{k}" REAL' for k in VALUE_FIELDS)
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS rollups (source TEXT NOT NULL, device TEXT NOT NULL, "
+                "period TEXT NOT NULL, start INTEGER NOT NULL, v INTEGER NOT NULL DEFAULT 1, "
+                '"end" INTEGER NOT NULL, label TEXT NOT NULL, status TEXT NOT NULL, coverage REAL NOT NULL, '
+                "readings INTEGER NOT NULL, currency TEXT, late INTEGER NOT NULL DEFAULT 0, "
+                f"{value_cols}, PRIMARY KEY (source, device, period, start)) WITHOUT ROWID"
+            )
+            have = {r[1] for r in db.execute("PRAGMA table_info(rollups)")}
+            for key in VALUE_FIELDS:
+                if key not in have:  # a value added to bus.rollup.Bucket since the table was made
+                    db.execute(f'ALTER TABLE rollups ADD COLUMN "{key}" REAL')
         self._columns = {r[1] for r in db.execute("PRAGMA table_info(readings)")}
 
     def _statement(self, keys: tuple[str, ...]) -> str:
@@ -110,6 +123,29 @@ class SqliteSink(Sink):
     def count(self, source: str, device: str, start_ms: int = 0, end_ms: int = 2**53) -> int:
         return self.db.execute("SELECT count(*) FROM readings WHERE source = ? AND device = ? AND ts >= ? "
                                "AND ts < ?", (source, device, start_ms, end_ms)).fetchone()[0]
+
+    _BUCKET_COLUMNS = KEY_FIELDS + META_FIELDS + VALUE_FIELDS
+
+    def write_buckets(self, buckets: Sequence[Bucket]) -> None:
+        cols = self._BUCKET_COLUMNS
+        names = ", ".join(f'"{c}"' for c in cols)
+        updates = ", ".join(f'"{c}" = excluded."{c}"' for c in cols[len(KEY_FIELDS):])
+        stmt = (f"INSERT INTO rollups ({names}) VALUES ({', '.join('?' * len(cols))}) "
+                f"ON CONFLICT (source, device, period, start) DO UPDATE SET {updates}")
+        rows = [tuple(getattr(b, c) for c in cols) for b in buckets]
+        try:
+            with self.db:
+                self.db.executemany(stmt, rows)
+        except sqlite3.Error as exc:
+            raise SinkError(f"sqlite {self.path}: {exc}") from exc
+
+    def read_buckets(self, source: str, device: str, period: str, start_ms: int, end_ms: int) -> list[Bucket]:
+        cols = self._BUCKET_COLUMNS
+        cur = self.db.execute(
+            "SELECT " + ", ".join(f'"{c}"' for c in cols) + " FROM rollups "
+            "WHERE source = ? AND device = ? AND period = ? AND start >= ? AND start < ? ORDER BY start",
+            (source, device, period, start_ms, end_ms))
+        return [Bucket(**{c: v for c, v in zip(cols, row) if v is not None}) for row in cur]
 
     def close(self) -> None:
         if self._db is not None:

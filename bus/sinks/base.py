@@ -14,12 +14,13 @@ from collections.abc import Iterator, Sequence
 from urllib.parse import urlsplit
 
 from bus.envelope import Reading
+from bus.rollup import Bucket
 
 SINKS: dict[str, str] = {
-    "sqlite": "consumers.store.sqlite:SqliteSink",
-    "mysql": "consumers.store.mysql:MysqlSink",
-    "mongodb": "consumers.store.mongo:MongoSink",
-    "influx": "consumers.store.influx:InfluxSink",
+    "sqlite": "bus.sinks.sqlite:SqliteSink",
+    "mysql": "bus.sinks.mysql:MysqlSink",
+    "mongodb": "bus.sinks.mongo:MongoSink",
+    "influx": "bus.sinks.influx:InfluxSink",
 }
 """URL scheme -> sink class. Adding a backend is one module plus one line here."""
 
@@ -49,6 +50,15 @@ class Sink(ABC):
     def count(self, source: str, device: str, start_ms: int = 0, end_ms: int = 2**53) -> int:
         """How many readings of one device are stored (backends override with a cheap query)."""
         return sum(1 for _ in self.read(source, device, start_ms, end_ms))
+
+    # -- rollups: the aggregate consumer's calendar buckets (bus.rollup) --------------------------
+    def write_buckets(self, buckets: Sequence[Bucket]) -> None:
+        """Upsert buckets durably, idempotent on ``(source, device, period, start)``."""
+        raise NotImplementedError(f"{type(self).__name__} does not store rollups yet")
+
+    def read_buckets(self, source: str, device: str, period: str, start_ms: int, end_ms: int) -> list[Bucket]:
+        """Buckets of one device and period with ``start_ms <= start < end_ms``, oldest first."""
+        raise NotImplementedError(f"{type(self).__name__} does not store rollups yet")
 
     def close(self) -> None:
         """Release connections."""

@@ -45,8 +45,8 @@ from influxdb_client.client.write_api import SYNCHRONOUS
 from influxdb_client.rest import ApiException
 
 from bus.envelope import Reading
-from consumers.store.sink import Sink, SinkError
-from consumers.store.urlopts import flag, options, reject_inline_secret, secret
+from bus.sinks.base import Sink, SinkError
+from bus.sinks.urlopts import flag, options, reject_inline_secret, secret
 from schemas import METRICS
 
 TOKEN_ENV = "WATTBUS_INFLUX_TOKEN"
