@@ -3,10 +3,15 @@
 Every process publishes ``online``/``offline`` on ``wattbus/{process}/status`` (offline is the MQTT last
 will, so a crash shows too) and a retained JSON health document on ``wattbus/{process}/health`` with its
 counters, so "is it working?" is answered by looking at the broker, not by reading logs.
+
+A dead letter carries at most a 4 KiB prefix of the rejected payload (as text: invalid UTF-8 escaped), with
+the payload's size and SHA-256, so the DLQ can never turn one huge bad message into a bigger one that the
+broker refuses (which would disconnect the process and, redelivered, block it for good).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import resource
@@ -20,10 +25,36 @@ from typing import Any
 from bus import topics
 from bus.config import AppConfig
 from bus.log import RateLimitedLog
-from bus.mqtt import BusClient
+from bus.mqtt import BusClient, PacketTooLarge
 
 HEALTH_EVERY_S = 30.0
 STOP_DEADLINE_S = 9.0  # DESIGN: exit within 10 s of SIGTERM
+DLQ_PREFIX_BYTES = 4096
+DLQ_REASON_CHARS = 2000
+DLQ_TOPIC_CHARS = 300
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def rss_mb() -> float:
+    """Resident memory now (``/proc/self/statm``), not the peak that ``ru_maxrss`` reports."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return round(int(f.read().split()[1]) * _PAGE / 1048576, 1)
+    except (OSError, IndexError, ValueError):
+        return peak_rss_mb()
+
+
+def peak_rss_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def dead_letter_body(process: str, payload: bytes, reason: str, topic: str = "", **extra: Any) -> dict[str, Any]:
+    """The DLQ document: bounded whatever the input (see the module docstring)."""
+    return {"process": process, "topic": topic[:DLQ_TOPIC_CHARS], "reason": reason[:DLQ_REASON_CHARS],
+            "ts": int(time.time() * 1000),
+            "payload": payload[:DLQ_PREFIX_BYTES].decode("utf-8", "backslashreplace"),
+            "payload_bytes": len(payload), "payload_truncated": len(payload) > DLQ_PREFIX_BYTES,
+            "payload_sha256": hashlib.sha256(payload).hexdigest(), **extra}
 
 
 class Counters:
@@ -66,6 +97,14 @@ class ProcessContext:
         self.client = client
         self.started = time.time()
         self._health_extra: list[Callable[[], dict[str, Any]]] = []
+        self.before_first_health: list[Callable[[], None]] = []
+        """Run once connected, before the first health document replaces the previous run's."""
+        client.on_refused(self._refused)
+
+    def _refused(self, kind: str, topic: str, reason: str) -> None:
+        self.counters.inc(f"{kind}_refused")
+        self.bad_input_log.warning(f"refused_{kind}", "the broker refused the %s to %s: %s", kind, topic,
+                                   reason)
 
     # -- plugin-facing helpers ----------------------------------------------------------------
     def wait(self, seconds: float) -> bool:
@@ -75,13 +114,20 @@ class ProcessContext:
     def publish(self, topic: str, payload: bytes | str | dict | list, *, retain: bool = False, qos: int = 1):
         return self.client.publish(topic, payload, qos=qos, retain=retain)
 
-    def dead_letter(self, payload: bytes, reason: str, topic: str = "") -> None:
-        """Send rejected input to ``wattbus/dlq/{process}`` with its reason, count it, log it (rate-limited)."""
+    def dead_letter(self, payload: bytes, reason: str, topic: str = "", **extra: Any) -> None:
+        """Send rejected input to ``wattbus/dlq/{process}`` with its reason, count it, log it (rate-limited).
+
+        ``extra`` fields go into the document as they are (e.g. ``rejected``: which readings of a batch).
+        """
         self.counters.inc("dead_letters")
-        self.bad_input_log.warning("dlq", "rejected input%s: %s", f" on {topic}" if topic else "", reason)
-        body = {"process": self.name, "topic": topic, "reason": reason, "ts": int(time.time() * 1000),
-                "payload": payload.decode("utf-8", "replace")}
-        self.client.publish(topics.dlq(self.name), body, qos=1)
+        self.bad_input_log.warning("dlq", "rejected input%s: %s", f" on {topic[:DLQ_TOPIC_CHARS]}" if topic else "",
+                                   reason[:DLQ_REASON_CHARS])
+        body = dead_letter_body(self.name, payload, reason, topic, **extra)
+        try:
+            self.client.publish(topics.dlq(self.name), body, qos=1)
+        except PacketTooLarge as exc:  # only a huge `extra` could do this; keep the reason, drop the rest
+            self.log.error("dead letter too large (%s); sending it without details", exc)
+            self.client.publish(topics.dlq(self.name), dead_letter_body(self.name, payload, reason, topic), qos=1)
 
     def add_health(self, fn: Callable[[], dict[str, Any]]) -> None:
         """Add fields to the published health document (e.g. a sink's backlog)."""
@@ -91,7 +137,7 @@ class ProcessContext:
         doc: dict[str, Any] = {
             "process": self.name, "kind": self.kind, "pid": os.getpid(),
             "uptime_s": round(time.time() - self.started, 1),
-            "rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "rss_mb": rss_mb(), "rss_peak_mb": peak_rss_mb(),
             "counters": self.counters.snapshot(),
         }
         for fn in self._health_extra:
@@ -127,7 +173,14 @@ def start_health(ctx: ProcessContext) -> threading.Thread:
     """Publish the retained health document now and every 30 s."""
 
     def loop() -> None:
-        ctx.client.wait_connected(10)
+        while not ctx.client.wait_connected(0.5):
+            if ctx.stopping.is_set():
+                return
+        for hook in ctx.before_first_health:
+            try:
+                hook()
+            except Exception:  # a start-up chore must never take the process down
+                ctx.log.exception("start-up hook failed")
         while True:
             try:
                 ctx.client.publish(topics.process_health(ctx.name), ctx.health(), retain=True)
