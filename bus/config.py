@@ -58,9 +58,9 @@ class MqttConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Producer offline queue, in messages (a day at one reading a second fits)."""
     queue_dir: str | None = None
     """Spool the producer offline queue to disk here (off by default: no SD-card wear)."""
-    max_packet_size: int = 1_048_576
-    """The broker's packet limit (mosquitto ``max_packet_size``); the CONNACK's, when lower, wins. Bounds
-    ``batch``/``batch_max`` and every publish."""
+    max_packet_size: int = 262_144
+    """The broker's packet limit (mosquitto ``max_packet_size``, 256 KiB as shipped); the CONNACK's, when
+    lower, wins. Bounds ``batch``/``batch_max`` and every publish."""
     resend_window_s: float = 75.0
     """Producers keep what the broker acknowledged this long and send it again after a reconnect: Mosquitto
     saves to disk only every ``autosave_interval`` (60 s), so a broker crash loses what it acknowledged
@@ -279,11 +279,16 @@ def _bus_limits(cfg: PluginConfig, mqtt: MqttConfig) -> list[tuple[str, str]]:
     if isinstance(device, str) and not is_name(device):
         problems.append(("device", f"device name {device!r} is not allowed: {NAME_RULE} "
                                    "(it becomes a topic level: {source}/{device}/reading)"))
-    for key in ("batch", "batch_max"):
-        value = getattr(cfg, key, None)
-        if isinstance(value, int) and not 1 <= value <= max_batch(mqtt):
-            problems.append((key, f"must be 1..{max_batch(mqtt)} readings: one message must fit the broker's "
+    batch = getattr(cfg, "batch", None)
+    if isinstance(batch, int) and not isinstance(batch, bool) and not 1 <= batch <= max_batch(mqtt):
+        problems.append(("batch", f"must be 1..{max_batch(mqtt)} readings: one message must fit the broker's "
                                   f"packet limit ([mqtt] max_packet_size = {mqtt.max_packet_size} bytes)"))
+    batch_max, inflight = getattr(cfg, "batch_max", None), getattr(cfg, "inflight", 100)
+    if isinstance(batch_max, int) and isinstance(inflight, int) and inflight > 0:
+        most = max_batch(mqtt) * inflight  # a consumer never holds more than `inflight` messages at once
+        if not 1 <= batch_max <= most:
+            problems.append(("batch_max", f"must be 1..{most} readings: `inflight` ({inflight}) messages of at "
+                                          f"most {max_batch(mqtt)} readings each ([mqtt] max_packet_size)"))
     return problems
 
 
