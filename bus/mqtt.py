@@ -205,7 +205,7 @@ class BusClient:
 
     def room(self, topic: str, qos: int = 1) -> int:
         """Payload bytes a publish to ``topic`` may carry under the broker's packet limit."""
-        return self.max_packet_size - packet_size(self.full(topic), 0, qos)
+        return self.max_packet_size - packet_size(self.full(topic), 0, qos) - 3  # length field grows to 4 bytes
 
     def check_size(self, topic: str, payload_len: int, qos: int = 1) -> None:
         size = packet_size(self.full(topic), payload_len, qos)
