@@ -98,7 +98,7 @@ class ProducerContext(ProcessContext):
     # -- readings -------------------------------------------------------------------------------
     def next_seq(self, device: str) -> int:
         if device not in self._seq:
-            self.devices.add(device)
+            self._claim(device)
         seq = self._seq.get(device, 0) + 1
         self._seq[device] = seq
         return seq
@@ -195,11 +195,20 @@ class ProducerContext(ProcessContext):
         if not is_name(device):
             self._device_topic(device)
             return
+        self._claim(device)
         with self._status_lock:
-            self.devices.add(device)
             self._status[device] = online
             self.client.publish(topics.status(self.source, device), b"online" if online else b"offline",
                                 retain=True)
+
+    def _claim(self, device: str) -> None:
+        """A device of this run: listed in health at once, so the next start knows it (stale statuses)."""
+        with self._status_lock:
+            if device in self.devices:
+                return
+            self.devices.add(device)
+        if self.health_started.is_set():
+            self.publish_health()
 
     def save_state(self, device: str, state: dict[str, Any]) -> None:
         self.client.publish(topics.state(self.source, device), state, retain=True)

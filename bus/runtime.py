@@ -99,12 +99,23 @@ class ProcessContext:
         self._health_extra: list[Callable[[], dict[str, Any]]] = []
         self.before_first_health: list[Callable[[], None]] = []
         """Run once connected, before the first health document replaces the previous run's."""
+        self.health_started = threading.Event()
         client.on_refused(self._refused)
 
     def _refused(self, kind: str, topic: str, reason: str) -> None:
+        first = not self.counters.get(f"{kind}_refused")
         self.counters.inc(f"{kind}_refused")
         self.bad_input_log.warning(f"refused_{kind}", "the broker refused the %s to %s: %s", kind, topic,
                                    reason)
+        if first and not topic.startswith(topics.process_health(self.name)):
+            threading.Thread(target=self.publish_health, daemon=True).start()  # not from paho's thread
+
+    def publish_health(self) -> None:
+        """Publish the health document now (retained), e.g. when something went wrong."""
+        try:
+            self.client.publish(topics.process_health(self.name), self.health(), retain=True)
+        except Exception:  # health must never take the process down
+            self.log.exception("publishing health failed")
 
     # -- plugin-facing helpers ----------------------------------------------------------------
     def wait(self, seconds: float) -> bool:
@@ -181,11 +192,9 @@ def start_health(ctx: ProcessContext) -> threading.Thread:
                 hook()
             except Exception:  # a start-up chore must never take the process down
                 ctx.log.exception("start-up hook failed")
+        ctx.health_started.set()
         while True:
-            try:
-                ctx.client.publish(topics.process_health(ctx.name), ctx.health(), retain=True)
-            except Exception:  # health must never take the process down
-                ctx.log.exception("publishing health failed")
+            ctx.publish_health()
             if ctx.stopping.wait(HEALTH_EVERY_S):
                 return
 
