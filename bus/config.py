@@ -14,7 +14,7 @@ import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
@@ -66,7 +66,11 @@ class MqttConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     saves to disk only every ``autosave_interval`` (60 s), so a broker crash loses what it acknowledged
     since. At least that interval; 0 turns it off."""
     resend_window_mb: float = 16.0
-    """Memory bound of that window; when full, the producer sends more slowly instead of forgetting."""
+    """Memory bound of that window (a live device needs kilobytes; a flat-out replay fills it in seconds)."""
+    resend_window_full: Literal["forget", "wait"] = "forget"
+    """When the window is full: "forget" its oldest message (counted as resend_window_overflow: a replay
+    runs at full speed and can be re-run), or "wait" until it ages out (the guarantee holds at any rate,
+    a replay slows to resend_window_mb per resend_window_s)."""
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:

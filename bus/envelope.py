@@ -21,6 +21,7 @@ the bad ones are rejected with their index and reason, the rest goes on (:func:`
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -260,7 +261,7 @@ def _strict(payload: bytes) -> _Envelope:
     try:
         env = _decoder.decode(payload)
     except msgspec.ValidationError as exc:
-        raise EnvelopeError(f"schema: {exc}") from None
+        raise EnvelopeError(f"schema: {_name_metric(str(exc), payload)}") from None
     except msgspec.DecodeError as exc:
         raise EnvelopeError(f"malformed JSON: {exc}") from None
     if env.readings is None:
@@ -293,7 +294,7 @@ def _per_item(loose: _LooseBatch, limits: Limits, now_ms: int) -> Decoded:
         try:
             item = _item_decoder.decode(raw)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            where = re.sub(r"`\$", f"`$.readings[{i}]", str(exc))
+            where = re.sub(r"`\$", f"`$.readings[{i}]", _name_metric(str(exc), bytes(raw)))
             rejected.append(Rejected(i, _raw_ts(raw), f"schema: {where}"))
             continue
         unknown = set(item.metrics).difference(METRICS)
@@ -307,6 +308,21 @@ def _per_item(loose: _LooseBatch, limits: Limits, now_ms: int) -> Decoded:
     rejected += [Rejected(index[b.index], b.ts, b.reason) for b in bad]
     rejected.sort(key=lambda r: r.index)
     return Decoded(loose.source, loose.device, good, rejected)
+
+
+def _name_metric(message: str, payload: bytes) -> str:
+    """msgspec says ``$.metrics[...]`` for a bad value in the metrics object; say which key it is."""
+    if "metrics[...]" not in message or len(payload) > 1 << 20:
+        return message
+    try:
+        metrics = json.loads(payload).get("metrics")
+    except (ValueError, RecursionError, AttributeError):
+        return message
+    if not isinstance(metrics, dict):
+        return message
+    bad = [k for k, v in metrics.items() if isinstance(v, bool) or not isinstance(v, (int, float))
+           or not -VALUE_MAX <= v <= VALUE_MAX]
+    return message.replace("metrics[...]", f"metrics[{bad[0][:64]!r}]") if bad else message
 
 
 def _raw_ts(raw: msgspec.Raw) -> int | None:

@@ -20,9 +20,11 @@ Delivery, and why each piece is there:
   comes back without what it acknowledged since its last save. The producer therefore keeps every
   acknowledged message for ``[mqtt] resend_window_s`` (default 75 s: the shipped 60 s autosave plus margin)
   and sends the window again after every reconnect. The sinks' upserts on ``(source, device, ts)`` absorb
-  the copies. The window costs memory, not SD-card writes; it is bounded by ``resend_window_mb``, and when
-  full the sender waits for its oldest entry to age out rather than forget it (a replay then runs at
-  window/75 s; a live device never gets near it).
+  the copies. The window costs memory, not SD-card writes; it is bounded by ``resend_window_mb`` (16 MB: a
+  live device needs kilobytes). A flat-out replay fills it in seconds; then, by default, the oldest entry
+  is forgotten and counted (``resend_window_overflow``, logged): a replay keeps its speed and can be run
+  again. ``resend_window_full = "wait"`` keeps the guarantee at any rate instead: the sender waits for the
+  oldest entry to age out, so a replay slows to ``resend_window_mb`` per ``resend_window_s``.
 - Device statuses are retained ``online``/``offline``; one connection has one last will (the process's
   status), so a device's ``offline`` is published at stop when the broker is reachable, and otherwise at the
   next start: the previous run's devices (from its retained health document) that this run has not claimed
@@ -75,6 +77,7 @@ class ProducerContext(ProcessContext):
         self._window_size = 0
         self._resend_s = m.resend_window_s
         self._resend_max = int(m.resend_window_mb * 1048576)
+        self._resend_wait = m.resend_window_full == "wait"
         self._acked_window: deque[tuple[float, Item]] = deque()  # (acknowledged at, item), oldest first
         self._acked_bytes = 0
         self._resend: deque[Item] = deque()
@@ -368,6 +371,7 @@ class ProducerContext(ProcessContext):
         else:
             if item[0] != NOT_IN_OUTBOX:
                 self.outbox.done(item[0])
+            forgot = 0
             with self._lock:
                 self._refused_pause = 0.0
                 if self._resend_s > 0:
@@ -375,6 +379,17 @@ class ProducerContext(ProcessContext):
                     self._acked_window.append((now, (NOT_IN_OUTBOX, *item[1:])))
                     self._acked_bytes += len(item[2])
                     self._prune(now)
+                    while not self._resend_wait and self._acked_bytes > self._resend_max and self._acked_window:
+                        _, old = self._acked_window.popleft()
+                        self._acked_bytes -= len(old[2])
+                        forgot += 1
+            if forgot:
+                self.counters.inc("resend_window_overflow", forgot)
+                self.bad_input_log.warning(
+                    "resend_window", "publishing faster than the resend window holds (%.0f MB over %.0f s): "
+                    "a broker crash now could lose part of what it acknowledged lately; raise [mqtt] "
+                    "resend_window_mb or set resend_window_full = \"wait\"", self._resend_max / 1048576,
+                    self._resend_s)
         self._window.release()
 
     def _prune(self, now: float) -> None:
@@ -384,6 +399,8 @@ class ProducerContext(ProcessContext):
             self._acked_bytes -= len(old[2])
 
     def _window_full(self) -> bool:
+        if not self._resend_wait:
+            return False
         with self._lock:
             self._prune(time.monotonic())
             return self._acked_bytes >= self._resend_max
