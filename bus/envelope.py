@@ -243,12 +243,15 @@ def item_problem(ts: object, metrics: object, seq: object = None, period_s: obje
     if not isinstance(metrics, dict):
         return "metrics is not an object"
     for key, value in metrics.items():
+        if type(value) is float and -VALUE_MAX <= value <= VALUE_MAX and key in METRICS:
+            continue  # the common case, checked first (NaN fails the comparison)
         if key not in METRICS:
             return _unknown_reason({str(key)})
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not -VALUE_MAX <= value <= VALUE_MAX:
             return f"metric {key} = {value!r} is not a finite number within ±{VALUE_MAX:g}"
-        if key in COUNTERS and value < 0:
-            return _negative(key, value)
+    for key in COUNTERS.intersection(metrics):
+        if metrics[key] < 0:
+            return _negative(key, metrics[key])
     return None
 
 

@@ -173,8 +173,12 @@ class ProducerContext(ProcessContext):
         return None
 
     def _problem(self, ts: Any, metrics: Any, period_s: Any, quality: Any, now_ms: int) -> str | None:
-        return (envelope.item_problem(ts, metrics, None, period_s, quality)
-                or envelope.ts_problem(ts, self.limits, now_ms, self.source))
+        problem = envelope.item_problem(ts, metrics, None, period_s, quality)
+        if problem is None and not self.limits.min_ts <= ts <= now_ms + self.limits.max_future_ms:
+            problem = envelope.ts_problem(ts, self.limits, now_ms, self.source)
+        elif problem is None and self.limits.max_age_ms:
+            problem = envelope.ts_problem(ts, self.limits, now_ms, self.source)
+        return problem
 
     def _reject(self, device: str, items: list[dict[str, Any]], reason: str) -> None:
         self.counters.inc("readings_rejected", len(items))
