@@ -118,15 +118,16 @@ class ReadingsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         try:
             _utc_ms(self.min_ts)
         except ValueError:
-            raise ValueError(f"`min_ts`: expected an ISO date like \"2000-01-01\", got {self.min_ts!r}") from None
+            raise ValueError(f"`min_ts`: expected an ISO date like \"2000-01-01\", got {self.min_ts!r}"
+                             ) from None
         if not 0 <= self.max_future_s <= 10 * 365 * 86400:
             raise ValueError("`max_future_s` must be 0..315360000 seconds")
         if self.max_age_days < 0:
             raise ValueError("`max_age_days` must be >= 0 (0 = any age)")
 
     def limits(self) -> Limits:
-        return Limits(_utc_ms(self.min_ts), int(self.max_future_s * 1000), int(self.max_age_days * 86_400_000),
-                      frozenset(self.simulated))
+        return Limits(_utc_ms(self.min_ts), int(self.max_future_s * 1000),
+                      int(self.max_age_days * 86_400_000), frozenset(self.simulated))
 
 
 def _utc_ms(text: str) -> int:
@@ -244,8 +245,8 @@ def _plugins(raw: dict, kind: str, path: Path, lines: _KeyLines, resolve: Resolv
     for name, section in sections.items():
         where = (kind, name)
         if not is_name(name):
-            problems.append(f"{path}:{lines.find(where)}: {kind}.{name}: process name {name!r} is not allowed: "
-                            f"{NAME_RULE}")
+            problems.append(f"{path}:{lines.find(where)}: {kind}.{name}: process name {name!r} is not "
+                            f"allowed: {NAME_RULE}")
             continue
         if not isinstance(section, dict):
             problems.append(f"{path}:{lines.find(where)}: {kind}.{name}: expected a table [{kind}.{name}]")
@@ -271,7 +272,7 @@ MIN_ITEM_BYTES = 40
 
 
 def max_batch(mqtt: MqttConfig) -> int:
-    """Most readings one message can carry under the broker's packet limit (bounds ``batch``/``batch_max``)."""
+    """Most readings one message can carry under the broker's packet limit (bounds batch, batch_max)."""
     return (mqtt.max_packet_size - 1024) // MIN_ITEM_BYTES
 
 
@@ -291,8 +292,9 @@ def _bus_limits(cfg: PluginConfig, mqtt: MqttConfig) -> list[tuple[str, str]]:
     if isinstance(batch_max, int) and isinstance(inflight, int) and inflight > 0:
         most = max_batch(mqtt) * inflight  # a consumer never holds more than `inflight` messages at once
         if not 1 <= batch_max <= most:
-            problems.append(("batch_max", f"must be 1..{most} readings: `inflight` ({inflight}) messages of at "
-                                          f"most {max_batch(mqtt)} readings each ([mqtt] max_packet_size)"))
+            problems.append(("batch_max", f"must be 1..{most} readings: `inflight` ({inflight}) messages of "
+                                          f"at most {max_batch(mqtt)} readings each "
+                                          "([mqtt] max_packet_size)"))
     return problems
 
 

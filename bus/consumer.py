@@ -172,7 +172,8 @@ class ConsumerContext(ProcessContext):
         self.counters.inc("readings_rejected", n)
         first = got.rejected[0]
         reason = f"{n} of {total} readings rejected; readings[{first.index}]: {first.reason}"
-        listed = [{"index": r.index, "ts": r.ts, "reason": r.reason[:300]} for r in got.rejected[:DLQ_REJECTS_LISTED]]
+        listed = [{"index": r.index, "ts": r.ts, "reason": r.reason[:300]}
+                  for r in got.rejected[:DLQ_REJECTS_LISTED]]
         self.dead_letter(msg.payload, reason, msg.topic, rejected=listed, rejected_count=n)
 
     def _sleep_or_stop(self, seconds: float) -> None:

@@ -37,7 +37,8 @@ NAME_CORE = r"[a-z0-9][a-z0-9_-]{0,63}"
 NAME_PATTERN = rf"^{NAME_CORE}\Z"
 """Device, process and source names. ``\\Z``, not ``$``: ``$`` also matches before a trailing newline, and
 a name ends up in topics, SQL text and file names. Use :func:`is_name` rather than matching by hand."""
-NAME_RULE = "1 to 64 characters: lowercase letters a-z, digits 0-9, '_' and '-', starting with a letter or digit"
+NAME_RULE = ("1 to 64 characters: lowercase letters a-z, digits 0-9, '_' and '-', starting with a letter or "
+             "digit")
 _NAME_RE = re.compile(NAME_CORE)
 
 INT64_MAX = 2**63 - 1
@@ -186,7 +187,8 @@ def decode_checked(payload: bytes, limits: Limits, now_ms: int) -> Decoded:
     return Decoded(env.source, env.device, good, rejected)
 
 
-def check_plausible(readings: list[Reading], limits: Limits, now_ms: int) -> tuple[list[Reading], list[Rejected]]:
+def check_plausible(readings: list[Reading], limits: Limits,
+                    now_ms: int) -> tuple[list[Reading], list[Rejected]]:
     """Split readings into plausible ones and rejects (index into ``readings``, reason)."""
     if readings and readings[0].source in limits.simulated:
         latest, earliest = TS_MAX, limits.min_ts
@@ -221,7 +223,8 @@ def ts_problem(ts: int, limits: Limits, now_ms: int, source: str = "") -> str | 
         return (f"ts {ts} ({_iso(ts)}) is {(ts - now_ms) / 1000:.0f} s ahead of this host's clock "
                 f"(more than [readings] max_future_s = {limits.max_future_ms / 1000:g})")
     if limits.max_age_ms and ts < now_ms - limits.max_age_ms:
-        return f"ts {ts} ({_iso(ts)}) is older than [readings] max_age_days ({limits.max_age_ms / 86_400_000:g})"
+        return (f"ts {ts} ({_iso(ts)}) is older than [readings] max_age_days "
+                f"({limits.max_age_ms / 86_400_000:g})")
     return None
 
 
@@ -236,7 +239,8 @@ def item_problem(ts: object, metrics: object, seq: object = None, period_s: obje
         return f"ts {ts!r} is not epoch milliseconds within 0..{TS_MAX}"
     if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq <= INT64_MAX):
         return f"seq {seq!r} is not an integer within 0..{INT64_MAX}"
-    if isinstance(period_s, bool) or not isinstance(period_s, (int, float)) or not 0 <= period_s <= PERIOD_MAX_S:
+    if (isinstance(period_s, bool) or not isinstance(period_s, (int, float))
+            or not 0 <= period_s <= PERIOD_MAX_S):
         return f"period_s {period_s!r} is not within 0..{PERIOD_MAX_S:g} s"
     if quality not in ("ok", "missing", "estimated"):
         return f"quality {quality!r} is not ok, missing or estimated"
@@ -247,7 +251,8 @@ def item_problem(ts: object, metrics: object, seq: object = None, period_s: obje
             continue  # the common case, checked first (NaN fails the comparison)
         if key not in METRICS:
             return _unknown_reason({str(key)})
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not -VALUE_MAX <= value <= VALUE_MAX:
+        if (isinstance(value, bool) or not isinstance(value, (int, float))
+                or not -VALUE_MAX <= value <= VALUE_MAX):
             return f"metric {key} = {value!r} is not a finite number within ±{VALUE_MAX:g}"
     for key in COUNTERS.intersection(metrics):
         if metrics[key] < 0:
@@ -417,8 +422,8 @@ def encode_batches(source: str, device: str, readings: list[dict[str, Any]], max
     if len(payload) <= max_bytes:
         return [payload]
     if len(readings) == 1:
-        raise EnvelopeError(f"one reading of {source}/{device} encodes to {len(payload)} bytes, more than the "
-                            f"{max_bytes} a message may carry")
+        raise EnvelopeError(f"one reading of {source}/{device} encodes to {len(payload)} bytes, more than "
+                            f"the {max_bytes} a message may carry")
     half = len(readings) // 2
     return (encode_batches(source, device, readings[:half], max_bytes, boot=boot)
             + encode_batches(source, device, readings[half:], max_bytes, boot=boot))

@@ -193,7 +193,7 @@ class BusClient:
         self._on_publish_hooks.append(hook)
 
     def on_refused(self, hook: Callable[[str, str, str], None]) -> None:
-        """Call ``hook(kind, topic, reason)`` for a refused publish or subscription (kind 'publish'/'subscribe')."""
+        """Call ``hook(kind, topic, reason)`` for a refused publish or subscribe (kind says which)."""
         self._on_refused_hooks.append(hook)
 
     # -- publish / subscribe ------------------------------------------------------------------
@@ -205,7 +205,8 @@ class BusClient:
 
     def room(self, topic: str, qos: int = 1) -> int:
         """Payload bytes a publish to ``topic`` may carry under the broker's packet limit."""
-        return self.max_packet_size - packet_size(self.full(topic), 0, qos) - 3  # length field grows to 4 bytes
+        # - 3: the remaining-length field grows from 1 to up to 4 bytes with the payload
+        return self.max_packet_size - packet_size(self.full(topic), 0, qos) - 3
 
     def check_size(self, topic: str, payload_len: int, qos: int = 1) -> None:
         size = packet_size(self.full(topic), payload_len, qos)
@@ -254,10 +255,11 @@ class BusClient:
         if properties is not None and hasattr(properties, "ReceiveMaximum"):
             self.server_receive_maximum = properties.ReceiveMaximum
         if properties is not None and hasattr(properties, "MaximumPacketSize"):
-            self.max_packet_size = min(self.cfg.max_packet_size, properties.MaximumPacketSize, MQTT_MAX_PACKET)
+            self.max_packet_size = min(self.cfg.max_packet_size, properties.MaximumPacketSize,
+                                       MQTT_MAX_PACKET)
         session = bool(flags.session_present)
         if not session:
-            self.generation += 1  # a new session: packet ids of the old one mean nothing (or something else) here
+            self.generation += 1  # a new session: packet ids of the old one mean nothing (or another message)
         self._connected_at = time.monotonic()
         self.log.info("connected to %s:%s (session %s)", self.cfg.host, self.cfg.port,
                       "resumed" if session else "new")

@@ -70,8 +70,8 @@ class ProducerContext(ProcessContext):
         self._lock = threading.Lock()  # in-hand count, inflight table, resend queue, window
         self._inflight: dict[int, Item] = {}
         self._in_hand = 0  # taken from the outbox or the resend queue, not yet registered in flight
-        self._closing = threading.Event()  # set by the final flush(): the plugin has returned, nothing more will come
-        self._early_acks: dict[int, tuple[float, int]] = {}  # PUBACKs that beat the sender to registering the mid
+        self._closing = threading.Event()  # set by the final flush(): the plugin returned, nothing more comes
+        self._early_acks: dict[int, tuple[float, int]] = {}  # PUBACKs that beat the sender to the mid
         self._work = threading.Event()
         self._window = threading.Semaphore(0)
         self._window_size = 0
@@ -122,8 +122,8 @@ class ProducerContext(ProcessContext):
         payload = envelope.encode_reading(self.source, device, ts, metrics, seq=self.next_seq(device),
                                           period_s=period_s, quality=quality, boot=self.boot)
         if len(payload) > self.client.room(topic):
-            self._reject(device, [{"ts": ts, "metrics": metrics}], f"{len(payload)} bytes: larger than a message "
-                         f"may be ({self.client.room(topic)} bytes)")
+            self._reject(device, [{"ts": ts, "metrics": metrics}], f"{len(payload)} bytes: larger than a "
+                         f"message may be ({self.client.room(topic)} bytes)")
             return
         self._enqueue(topic, payload)
         self.counters.inc("readings")
@@ -139,8 +139,8 @@ class ProducerContext(ProcessContext):
         for r in readings:
             if "ts" in r:
                 r["ts"] = _int_ms(r["ts"])
-            problem = self._problem(r.get("ts"), r.get("metrics"), r.get("period_s", 0.0), r.get("quality", "ok"),
-                                    now)
+            problem = self._problem(r.get("ts"), r.get("metrics"), r.get("period_s", 0.0),
+                                    r.get("quality", "ok"), now)
             if problem:
                 self._reject(device, [r], problem)
             else:
@@ -150,7 +150,8 @@ class ProducerContext(ProcessContext):
         for r in good:
             r["seq"] = self.next_seq(device)
         try:
-            payloads = envelope.encode_batches(self.source, device, good, self.client.room(topic), boot=self.boot)
+            payloads = envelope.encode_batches(self.source, device, good, self.client.room(topic),
+                                               boot=self.boot)
         except EnvelopeError as exc:  # one reading bigger than a message: split what fits, reject the rest
             payloads = []
             for r in good:
@@ -169,7 +170,8 @@ class ProducerContext(ProcessContext):
         if is_name(device):
             return topics.reading(self.source, device)
         self.counters.inc("bad_device_names")
-        self.dead_letter(repr(device).encode()[:200], f"device name {device!r:.80} is not allowed: {envelope.NAME_RULE}")
+        self.dead_letter(repr(device).encode()[:200],
+                         f"device name {device!r:.80} is not allowed: {envelope.NAME_RULE}")
         return None
 
     def _problem(self, ts: Any, metrics: Any, period_s: Any, quality: Any, now_ms: int) -> str | None:
@@ -290,7 +292,8 @@ class ProducerContext(ProcessContext):
             for device in stale:
                 self.client.publish(topics.status(self.source, device), b"offline", retain=True)
         if stale:
-            self.log.info("marked %d device(s) of an earlier run offline: %s", len(stale), ", ".join(stale[:20]))
+            self.log.info("marked %d device(s) of an earlier run offline: %s", len(stale),
+                          ", ".join(stale[:20]))
 
     # -- stopping ---------------------------------------------------------------------------------
     def pending(self) -> int:
@@ -304,16 +307,17 @@ class ProducerContext(ProcessContext):
         if not self.flush(timeout):
             left = self.pending()
             if self.app.mqtt.queue_dir:
-                self.log.warning("stopping with %d messages not acknowledged by the broker; %d kept in %s and "
-                                 "sent at the next start", left, len(self.outbox), self.app.mqtt.queue_dir)
+                self.log.warning("stopping with %d messages not acknowledged by the broker; %d kept in %s "
+                                 "and sent at the next start", left, len(self.outbox),
+                                 self.app.mqtt.queue_dir)
             elif left:
-                self.log.warning("stopping with %d messages not acknowledged by the broker: dropped (set [mqtt] "
-                                 "queue_dir to keep them across a restart)", left)
+                self.log.warning("stopping with %d messages not acknowledged by the broker: dropped (set "
+                                 "[mqtt] queue_dir to keep them across a restart)", left)
                 self.counters.inc("dropped_at_stop", left)
         if not self.client.connected.is_set():
             if self.devices:
-                self.log.warning("broker unreachable: %d device status(es) stay as they are until the next start "
-                                 "sets them offline", len(self.devices))
+                self.log.warning("broker unreachable: %d device status(es) stay as they are until the next "
+                                 "start sets them offline", len(self.devices))
             return
         with self._status_lock:
             infos = [self.client.publish(topics.status(self.source, d), b"offline", retain=True)
@@ -343,8 +347,9 @@ class ProducerContext(ProcessContext):
             self._window.release()
         if again:
             self.counters.inc("resent", len(again))
-            self.log.info("reconnected: sending again the %d messages the broker acknowledged in the last %.0f s "
-                          "(it may have lost them; duplicates are harmless)", len(again), self._resend_s)
+            self.log.info("reconnected: sending again the %d messages the broker acknowledged in the last "
+                          "%.0f s (it may have lost them; duplicates are harmless)", len(again),
+                          self._resend_s)
         with self._status_lock:  # a broker that lost its state has lost the retained statuses too
             for device, online in self._status.items():
                 self.client.publish(topics.status(self.source, device), b"online" if online else b"offline",
@@ -366,7 +371,8 @@ class ProducerContext(ProcessContext):
         """The broker answered ``item``: into the resend window, or back in the queue if it was refused."""
         if code >= 0x80:
             with self._lock:
-                self._refused_pause = min(max(self._refused_pause * 2, REFUSED_BACKOFF_S[0]), REFUSED_BACKOFF_S[1])
+                low, high = REFUSED_BACKOFF_S
+                self._refused_pause = min(max(self._refused_pause * 2, low), high)
                 self._retry_at = time.monotonic() + self._refused_pause
                 if item[0] == NOT_IN_OUTBOX:
                     self._resend.appendleft(item)
@@ -383,7 +389,8 @@ class ProducerContext(ProcessContext):
                     self._acked_window.append((now, (NOT_IN_OUTBOX, *item[1:])))
                     self._acked_bytes += len(item[2])
                     self._prune(now)
-                    while not self._resend_wait and self._acked_bytes > self._resend_max and self._acked_window:
+                    while (not self._resend_wait and self._acked_bytes > self._resend_max
+                           and self._acked_window):
                         _, old = self._acked_window.popleft()
                         self._acked_bytes -= len(old[2])
                         forgot += 1

@@ -48,7 +48,8 @@ def peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-def dead_letter_body(process: str, payload: bytes, reason: str, topic: str = "", **extra: Any) -> dict[str, Any]:
+def dead_letter_body(process: str, payload: bytes, reason: str, topic: str = "",
+                     **extra: Any) -> dict[str, Any]:
     """The DLQ document: bounded whatever the input (see the module docstring)."""
     return {"process": process, "topic": topic[:DLQ_TOPIC_CHARS], "reason": reason[:DLQ_REASON_CHARS],
             "ts": int(time.time() * 1000),
@@ -131,14 +132,15 @@ class ProcessContext:
         ``extra`` fields go into the document as they are (e.g. ``rejected``: which readings of a batch).
         """
         self.counters.inc("dead_letters")
-        self.bad_input_log.warning("dlq", "rejected input%s: %s", f" on {topic[:DLQ_TOPIC_CHARS]}" if topic else "",
-                                   reason[:DLQ_REASON_CHARS])
+        where = f" on {topic[:DLQ_TOPIC_CHARS]}" if topic else ""
+        self.bad_input_log.warning("dlq", "rejected input%s: %s", where, reason[:DLQ_REASON_CHARS])
         body = dead_letter_body(self.name, payload, reason, topic, **extra)
         try:
             self.client.publish(topics.dlq(self.name), body, qos=1)
         except PacketTooLarge as exc:  # only a huge `extra` could do this; keep the reason, drop the rest
             self.log.error("dead letter too large (%s); sending it without details", exc)
-            self.client.publish(topics.dlq(self.name), dead_letter_body(self.name, payload, reason, topic), qos=1)
+            body = dead_letter_body(self.name, payload, reason, topic)
+            self.client.publish(topics.dlq(self.name), body, qos=1)
 
     def add_health(self, fn: Callable[[], dict[str, Any]]) -> None:
         """Add fields to the published health document (e.g. a sink's backlog)."""

@@ -10,7 +10,7 @@ from bus.envelope import NAME_RULE, is_name
 
 
 def check_name(name: str, what: str = "device") -> str:
-    """Return ``name`` if it is a valid source/device/process name (the whole string), else raise ValueError."""
+    """``name`` if it is a valid source/device/process name (the whole string), else ValueError."""
     if not is_name(name):
         raise ValueError(f"{what} name {name!r:.80} is not allowed: {NAME_RULE}")
     return name

@@ -77,8 +77,8 @@ def run_process(app: AppConfig, name: str, instance: str = "") -> int:
     else:
         ctx = ConsumerContext(app, name, log, client, instance)
     install_signal_handlers(ctx)
-    log.info("starting %s %s (type %s) on %s, pid %d, client id %s", kind, name, cfg.type, socket.gethostname(),
-             os.getpid(), client_id)
+    log.info("starting %s %s (type %s) on %s, pid %d, client id %s", kind, name, cfg.type,
+             socket.gethostname(), os.getpid(), client_id)
     client.start()
     start_health(ctx)
     try:

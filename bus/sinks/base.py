@@ -26,7 +26,8 @@ SINKS: dict[str, str] = {
 
 
 class SinkError(Exception):
-    """The database itself is unavailable (down, locked, full, unreachable): retry with backoff, ack nothing."""
+    """The database itself is unavailable (down, locked, full, unreachable): retry with backoff, ack
+    nothing."""
 
 
 class DataError(SinkError):

@@ -30,10 +30,12 @@ BAD = [
     ({"v": 1, "source": "hhpc", "device": "house", "ts": 1, "boot": 2**63, "metrics": {}}, "$.boot"),
     ({"v": 1, "source": "hhpc", "device": "house", "ts": 32503680000001, "metrics": {}}, "$.ts"),
     ({"v": 1, "source": "hhpc", "device": "house", "ts": 1, "metrics": {"power_w": 1e308}}, "power_w"),
-    ({"v": 1, "source": "hhpc", "device": "house", "ts": 1, "metrics": {"power_w": -1.0000001e15}}, "power_w"),
+    ({"v": 1, "source": "hhpc", "device": "house", "ts": 1, "metrics": {"power_w": -1.0000001e15}},
+     "power_w"),
     ({"v": 1, "source": "hhpc", "device": "house", "ts": 1, "period_s": 31622401, "metrics": {}}, "period_s"),
     ({"v": 1, "source": "hhpc", "device": "house\n", "ts": 1, "metrics": {}}, "$.device"),
-    ({"v": 1, "source": "hhpc", "device": "house", "readings": [{"ts": 1, "seq": 2**63 + 5, "metrics": {}}]}, "seq"),
+    ({"v": 1, "source": "hhpc", "device": "house", "readings": [{"ts": 1, "seq": 2**63 + 5, "metrics": {}}]},
+     "seq"),
 ]
 
 

@@ -1,4 +1,4 @@
-"""What Mosquitto's persistence writes to the SD card per hour, at the demo's rate (a measurement, not a test).
+"""What Mosquitto's persistence writes to the SD card per hour at the demo's rate (a measurement, not a test).
 
     .venv/bin/python -m tests.delivery.measure_sd_writes [--minutes 5] [--autosave 60] [--store-stopped]
 
@@ -35,7 +35,8 @@ def write_bytes(pid: int) -> int:
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--minutes", type=float, default=5.0)
-    ap.add_argument("--autosave", type=int, default=None, help="override autosave_interval (default: shipped)")
+    ap.add_argument("--autosave", type=int, default=None,
+                    help="override autosave_interval (default: the shipped one)")
     ap.add_argument("--store-stopped", action="store_true")
     args = ap.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="wattbus-sd-"))
@@ -82,9 +83,10 @@ def main(argv: list[str]) -> int:
         w1, t1 = write_bytes(pid), time.monotonic()
         per_hour = (w1 - w0) * 3600 / (t1 - t0)
         db = work / "mosquitto" / "wattbus.db"
+        size = db.stat().st_size if db.exists() else 0
         print(f"autosave_interval={args.autosave or 'shipped'} store_stopped={args.store_stopped}: "
               f"mosquitto wrote {w1 - w0:,} bytes in {t1 - t0:.0f} s = {per_hour / 1e6:.1f} MB/hour "
-              f"({per_hour * 24 / 1e9:.2f} GB/day); persistence file now {db.stat().st_size if db.exists() else 0:,} "
+              f"({per_hour * 24 / 1e9:.2f} GB/day); persistence file now {size:,} "
               f"bytes", flush=True)
     finally:
         for p in procs.values():

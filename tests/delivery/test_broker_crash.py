@@ -58,7 +58,7 @@ def _save_now(broker: Broker) -> None:
 
 def _kill_ten_times(broker: Broker, producer, seed: int) -> list[float]:
     rng = random.Random(seed)
-    moments = sorted(rng.sample(range(10, 280), 10))  # tenths of a second into the replay, at least 0.1 s apart
+    moments = sorted(rng.sample(range(10, 280), 10))  # tenths of a second into the replay, >= 0.1 s apart
     t0 = time.monotonic()
     for m in moments:
         time.sleep(max(0.0, t0 + m / 10 - time.monotonic()))
@@ -85,8 +85,8 @@ def test_ten_kill_9_of_the_broker_during_a_replay_lose_nothing_and_store_nothing
         time.sleep(2)  # anything still on its way (a last re-send) would show now
         rows, distinct, keys = stored(db, device)
         lost = len(set(expected) - set(keys))
-        report("broker kill -9 x10 during a replay, store running", seed=seed, kills=len(moments), sent=len(expected),
-               stored=rows, lost=lost, duplicated=rows - distinct, unexpected=len(set(keys) - set(expected)),
+        report("broker kill -9 x10 during a replay, store running", seed=seed, kills=len(moments),
+               sent=len(expected), stored=rows, lost=lost, duplicated=rows - distinct, unexpected=len(set(keys) - set(expected)),
                resent=producer.output().count("sending again"))
         assert lost == 0 and rows == distinct == len(expected) and keys == expected
         assert "sending again" in producer.output()  # the window did the work: the broker lost something
@@ -116,8 +116,8 @@ def test_ten_kill_9_of_the_broker_while_the_store_is_stopped_lose_nothing(tmp_pa
         time.sleep(2)
         rows, distinct, keys = stored(db, device)
         lost = len(set(expected) - set(keys))
-        report("broker kill -9 x10 during a replay, store stopped", seed=seed, sent=len(expected), stored=rows,
-               lost=lost, duplicated=rows - distinct, dlq=len(dlq(watcher, "store")))
+        report("broker kill -9 x10 during a replay, store stopped", seed=seed, sent=len(expected),
+               stored=rows, lost=lost, duplicated=rows - distinct, dlq=len(dlq(watcher, "store")))
         watcher.close()
         assert lost == 0 and rows == distinct == len(expected) and keys == expected
     finally:

@@ -1,4 +1,5 @@
-"""Two copies of one process, no ``--instance``: distinct client ids by themselves, no knocking each other off."""
+"""Two copies of one process, no ``--instance``: distinct client ids by themselves, no knocking each other
+off."""
 
 from __future__ import annotations
 
@@ -58,7 +59,8 @@ def test_two_copies_of_a_store_in_a_group_get_their_own_ids_and_split_the_stream
     publish(pub, rs, per_message=50)
     wait_until(lambda: stored(db, device)[0] >= len(rs), 60, "every reading stored")
     assert one.terminate() == 0 and two.terminate() == 0
-    split = [sum(int(n) for n in re.findall(r"stored (\d+) readings in this run", p.output())) for p in (one, two)]
+    split = [sum(int(n) for n in re.findall(r"stored (\d+) readings in this run", p.output()))
+             for p in (one, two)]
     rows, distinct, keys = stored(db, device)
     report("two store copies, no --instance", sent=len(rs), stored=rows, duplicated=rows - distinct,
            by_copy=split[0], by_copy_2=split[1])

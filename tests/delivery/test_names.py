@@ -9,7 +9,7 @@ import urllib.request
 import orjson
 import pytest
 
-from bus.config import MqttConfig, load_config
+from bus.config import load_config
 from bus.envelope import EnvelopeError, decode, encode_reading, is_name
 from bus.mqtt import BusClient
 from bus.producer import ProducerContext
@@ -103,7 +103,8 @@ def test_the_exporter_makes_series_only_for_devices_with_readings_caps_them_and_
         """)
     c = collector_factory(broker, f"wattbus/{name}/health")
     flood = unique("flood")
-    # what a hostile or broken publisher could leave retained: a health document naming 15,000 devices (as much as a message can carry),
+    # what a hostile or broken publisher could leave retained: a health document naming 15,000 devices
+    # (as much as a message can carry),
     # and statuses of devices nobody reads
     c.publish(f"wattbus/{flood}/health", orjson.dumps({"devices": [f"hhpc/d{i}" for i in range(15_000)]}),
               retain=True)
@@ -124,9 +125,11 @@ def test_the_exporter_makes_series_only_for_devices_with_readings_caps_them_and_
     # a clock 200 s ahead (within [readings] max_future_s) is shown, and does not hide the next reading
     d = devs[0]
     c.publish(f"hhpc/{d}/reading", encode_reading("hhpc", d, now + 200_000, {"power_w": 999.0}))
-    wait_until(lambda: f'wattbus_power_watts{{device="{d}",source="hhpc"}} 999.0' in _scrape(port), 10, "999 W")
-    c.publish(f"hhpc/{d}/reading", encode_reading("hhpc", d, int(time.time() * 1000) + 1000, {"power_w": 5.0}))
-    wait_until(lambda: f'wattbus_power_watts{{device="{d}",source="hhpc"}} 5.0' in _scrape(port), 10,
+    shown = f'wattbus_power_watts{{device="{d}",source="hhpc"}}'
+    wait_until(lambda: f"{shown} 999.0" in _scrape(port), 10, "999 W")
+    c.publish(f"hhpc/{d}/reading", encode_reading("hhpc", d, int(time.time() * 1000) + 1000,
+                                                   {"power_w": 5.0}))
+    wait_until(lambda: f"{shown} 5.0" in _scrape(port), 10,
                "the next real reading replacing the future one")
     c.publish(f"wattbus/{flood}/health", b"", retain=True)
     for i in range(200):

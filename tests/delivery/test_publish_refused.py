@@ -37,7 +37,8 @@ ALLOW = DENY.replace("topic readwrite hhpc/house/status", "topic readwrite hhpc/
 
 
 def _user(passwd, user: str, tmp_path) -> str:
-    subprocess.run(["mosquitto_passwd", "-b", str(passwd), user, f"{user}-secret"], check=True, capture_output=True)
+    subprocess.run(["mosquitto_passwd", "-b", str(passwd), user, f"{user}-secret"], check=True,
+                   capture_output=True)
     (tmp_path / f"{user}.pass").write_text(f"{user}-secret\n")
     return str(tmp_path / f"{user}.pass")
 

@@ -81,7 +81,8 @@ def test_sigterm_with_the_broker_down_says_what_it_drops_and_the_next_start_clea
 
 
 @pytest.mark.slow
-def test_sigterm_with_the_broker_down_keeps_the_queue_on_disk_and_sends_it_at_the_next_start(tmp_path, processes):
+def test_sigterm_with_the_broker_down_keeps_the_queue_on_disk_and_sends_it_at_the_next_start(tmp_path,
+                                                                                            processes):
     broker = Broker(tmp_path / "mosquitto").start()
     try:
         cfg = _live(tmp_path, broker, "meter", "disk", f'queue_dir = "{tmp_path / "queue"}"')

@@ -55,7 +55,8 @@ def mutated_telegram(draw) -> tuple[str, str]:
             lines.insert(i, lines[i])
         elif action == 2 and "(" in lines[i]:  # a hostile value between the parentheses
             head = lines[i].split("(", 1)[0]
-            lines[i] = f"{head}({draw(st.sampled_from(['9' * 40, '-1', '1e308', 'nan', '', '0*kWh', 'x' * 500]))}"
+            value = draw(st.sampled_from(["9" * 40, "-1", "1e308", "nan", "", "0*kWh", "x" * 500]))
+            lines[i] = f"{head}({value}"
             lines[i] += draw(st.sampled_from(["*kWh)", "*kW)", ")", "*V)", ""]))
         elif action == 3:
             lines[i] = draw(st.text(max_size=60))
@@ -105,7 +106,8 @@ def shelly_status(draw) -> tuple[str, dict]:
             st.lists(st.one_of(st.text(max_size=10), st.integers()), max_size=3))
     if draw(st.booleans()):
         comp = draw(st.sampled_from(sorted(components)))
-        components[comp] = draw(st.one_of(st.none(), st.text(max_size=5), st.lists(st.integers(), max_size=3)))
+        components[comp] = draw(st.one_of(st.none(), st.text(max_size=5),
+                                          st.lists(st.integers(), max_size=3)))
     return profile, components
 
 

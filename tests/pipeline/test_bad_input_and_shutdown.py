@@ -28,7 +28,7 @@ def test_bad_messages_land_in_the_dlq_and_the_store_keeps_going(broker, processe
     c.publish("hhpc/dlqdev/reading", orjson.dumps({"v": 1, "source": "hhpc", "device": "dlqdev",
                                                     "ts": "noon", "metrics": {}}))            # schema
     c.publish("hhpc/dlqdev/reading", orjson.dumps({"v": 1, "source": "hhpc", "device": "dlqdev",
-                                                    "ts": T0, "metrics": {"power_kw": 1.0}}))  # unknown metric
+                                                    "ts": T0, "metrics": {"power_kw": 1.0}}))  # unknown key
     c.publish("hhpc/otherdev/reading", orjson.dumps({"v": 1, "source": "hhpc", "device": "dlqdev",
                                                       "ts": T0, "metrics": {}}))              # wrong topic
     c.publish("hhpc/dlqdev/reading", orjson.dumps({"v": 1, "source": "hhpc", "device": "dlqdev",
@@ -57,7 +57,8 @@ def test_bad_messages_land_in_the_dlq_and_the_store_keeps_going(broker, processe
     assert store.terminate() == 0
 
 
-def test_sigterm_stops_a_producer_within_10_s_publishing_offline(broker, processes, collector_factory, tmp_path):
+def test_sigterm_stops_a_producer_within_10_s_publishing_offline(broker, processes, collector_factory,
+                                                                  tmp_path):
     cfg = write_config(tmp_path / "wattbus.toml", broker, f"""
         [producer.termhouse]
         type = "hhpc"

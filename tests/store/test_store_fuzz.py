@@ -55,7 +55,8 @@ class Fuzzer:
             want.update(v.stored)
             dead += v.dead_letter
             self.pub.publish(m.topic, m.payload)
-        self.pub.publish(f"hhpc/{device}/reading", encode_reading("hhpc", device, SENTINEL_TS, {"power_w": 1.0}))
+        sentinel = encode_reading("hhpc", device, SENTINEL_TS, {"power_w": 1.0})
+        self.pub.publish(f"hhpc/{device}/reading", sentinel)
         wait_until(lambda: SENTINEL_TS in {r.ts for r in self.probe.stored(device)}, 60, "the sentinel")
         self.pub.wait_for(lambda: len(self.pub.on(f"wattbus/dlq/{self.name}")) - before >= dead, 10,
                           f"{dead} dead letters")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import mongomock
@@ -29,7 +28,7 @@ from bus.sinks.mongo import MongoSink
 from bus.sinks.sqlite import SqliteSink
 from tests.conftest import unique
 from tests.delivery.common import report
-from tests.store.conftest import T0, publish, readings, store_config, wait_subscribed, wait_until
+from tests.store.conftest import T0, publish, readings, store_config, wait_subscribed
 
 FUSE_W = 50_000.0
 
@@ -221,8 +220,8 @@ def test_mongo_per_document_refusals_are_the_datas_fault():
                     real_insert(self, good, ordered=False)
             except BulkWriteError:  # stored by an earlier try already (duplicate keys)
                 pass
-            raise BulkWriteError({"writeErrors": [{"index": i, "code": 121, "errmsg": "Document failed validation"}
-                                                  for i in bad], "writeConcernErrors": [], "nInserted": 0})
+            errors = [{"index": i, "code": 121, "errmsg": "Document failed validation"} for i in bad]
+            raise BulkWriteError({"writeErrors": errors, "writeConcernErrors": [], "nInserted": 0})
         return real_insert(self, docs, ordered=ordered, **kw)
 
     type(coll).insert_many = insert_many
@@ -231,6 +230,7 @@ def test_mongo_per_document_refusals_are_the_datas_fault():
         refused = []
         assert write_isolating(sink.write, rs, lambda r, why: refused.append((r.ts, why))) == 1
         assert refused[0][0] == rs[7].ts and "failed validation" in refused[0][1]
-        assert [r.ts for r in sink.read("hhpc", "house", 0, 2**42)] == [r.ts for i, r in enumerate(rs) if i != 7]
+        stored = [r.ts for r in sink.read("hhpc", "house", 0, 2**42)]
+        assert stored == [r.ts for i, r in enumerate(rs) if i != 7]
     finally:
         type(coll).insert_many = real_insert
