@@ -26,6 +26,10 @@ class Config(PluginConfig, kw_only=True, forbid_unknown_fields=True):
             raise ValueError("`port` must be 1..65535")
         if not 1 <= self.max_series <= 1_000_000:
             raise ValueError("`max_series` must be 1..1000000 devices")
+        from bus.envelope import NAME_RULE, is_name
+
+        if self.compat_device is not None and not is_name(self.compat_device):
+            raise ValueError(f"`compat_device`: {self.compat_device!r} is not a device name: {NAME_RULE}")
 
 
 def run(ctx, cfg: Config) -> None:

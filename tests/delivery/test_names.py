@@ -43,6 +43,16 @@ def test_a_bad_device_name_in_the_config_is_a_config_error_saying_what_is_allowe
     assert "lowercase letters a-z, digits 0-9, '_' and '-'" in r.stderr
 
 
+def test_a_share_group_that_is_not_a_name_is_a_config_error(tmp_path, broker):
+    cfg = write_config(tmp_path / "wattbus.toml", broker, """
+        [consumer.store]
+        type = "store"
+        group = "a/#"
+        """)
+    r = run_cli("-c", str(cfg), "check-config")
+    assert r.returncode == 2 and "consumer.store.group: 'a/#' is not allowed" in r.stderr
+
+
 def test_a_process_name_with_a_trailing_newline_is_a_config_error(tmp_path, broker):
     cfg = write_config(tmp_path / "wattbus.toml", broker, """
         [producer."house\\n"]
