@@ -32,20 +32,32 @@ STOP_DEADLINE_S = 9.0  # DESIGN: exit within 10 s of SIGTERM
 DLQ_PREFIX_BYTES = 4096
 DLQ_REASON_CHARS = 2000
 DLQ_TOPIC_CHARS = 300
-_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def _status_kb(field: str) -> float | None:
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(field.encode() + b":"):
+                    return float(line.split()[1])
+    except (OSError, IndexError, ValueError):
+        pass
+    return None
 
 
 def rss_mb() -> float:
-    """Resident memory now (``/proc/self/statm``), not the peak that ``ru_maxrss`` reports."""
-    try:
-        with open("/proc/self/statm", "rb") as f:
-            return round(int(f.read().split()[1]) * _PAGE / 1048576, 1)
-    except (OSError, IndexError, ValueError):
-        return peak_rss_mb()
+    """Resident memory now (VmRSS), not the peak that ``ru_maxrss`` reports."""
+    kb = _status_kb("VmRSS")
+    return round(kb / 1024, 1) if kb is not None else peak_rss_mb()
 
 
 def peak_rss_mb() -> float:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    """Peak resident memory of this program (VmHWM). Not ``ru_maxrss``: after fork + exec that also counts
+    the parent's memory at the fork (a process started by a big test runner would report the runner's)."""
+    kb = _status_kb("VmHWM")
+    if kb is None:
+        kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(kb / 1024, 1)
 
 
 def dead_letter_body(process: str, payload: bytes, reason: str, topic: str = "",
