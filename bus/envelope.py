@@ -260,6 +260,35 @@ def item_problem(ts: object, metrics: object, seq: object = None, period_s: obje
     return None
 
 
+_items_converter = list[_Item]
+
+
+def items_ok(items: list[dict[str, Any]], limits: Limits, now_ms: int, source: str) -> bool:
+    """True when every batch item passes :func:`item_problem` and the plausibility limits: msgspec checks
+    the schema's bounds in one pass in C (a few times faster than item by item); False sends the caller
+    to :func:`item_problem`, which says what is wrong with which item."""
+    try:
+        checked = msgspec.convert(items, _items_converter)
+    except (msgspec.ValidationError, TypeError):
+        return False
+    keys: set[str] = set()
+    for it in checked:
+        keys.update(it.metrics)
+    if not keys <= METRICS.keys():
+        return False
+    if COUNTERS.intersection(keys) and any(v < 0 for it in checked for k, v in it.metrics.items()
+                                           if k in COUNTERS):
+        return False
+    if not checked:
+        return True
+    lo, hi = min(it.ts for it in checked), max(it.ts for it in checked)
+    if lo < limits.min_ts:
+        return False
+    if source in limits.simulated:
+        return True
+    return hi <= now_ms + limits.max_future_ms and not (limits.max_age_ms and lo < now_ms - limits.max_age_ms)
+
+
 def _negative(key: str, value: float) -> str:
     return f"counter {key} is negative ({value!r}); counters never go below 0"
 
@@ -414,7 +443,8 @@ def encode_batch(source: str, device: str, readings: list[dict[str, Any]], *, bo
 
 def encode_batches(source: str, device: str, readings: list[dict[str, Any]], max_bytes: int, *,
                    boot: int | None = None) -> list[bytes]:
-    """Encode as few batch envelopes as fit in ``max_bytes`` each (halving until they do).
+    """Encode batch envelopes of at most ``max_bytes`` each: split in as many equal parts as the size says
+    (with a margin), each part again if it still does not fit.
 
     A single reading larger than ``max_bytes`` raises EnvelopeError: nothing can carry it.
     """
@@ -424,9 +454,12 @@ def encode_batches(source: str, device: str, readings: list[dict[str, Any]], max
     if len(readings) == 1:
         raise EnvelopeError(f"one reading of {source}/{device} encodes to {len(payload)} bytes, more than "
                             f"the {max_bytes} a message may carry")
-    half = len(readings) // 2
-    return (encode_batches(source, device, readings[:half], max_bytes, boot=boot)
-            + encode_batches(source, device, readings[half:], max_bytes, boot=boot))
+    parts = min(len(readings), max(2, -(-len(payload) // int(max_bytes * 0.9))))
+    size = -(-len(readings) // parts)
+    out: list[bytes] = []
+    for i in range(0, len(readings), size):
+        out += encode_batches(source, device, readings[i:i + size], max_bytes, boot=boot)
+    return out
 
 
 def item(reading: Reading) -> dict[str, Any]:
