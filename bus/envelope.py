@@ -261,6 +261,19 @@ def item_problem(ts: object, metrics: object, seq: object = None, period_s: obje
 
 
 _items_converter = list[_Item]
+ITEM_KEYS = frozenset(_Item.__struct_fields__)
+
+
+def batch_item_problem(item: Any, limits: Limits, now_ms: int, source: str) -> str | None:
+    """What is wrong with one element of a batch a producer is about to publish, or None."""
+    if not isinstance(item, dict):
+        return "a batch element is not an object"
+    extra = set(item) - ITEM_KEYS
+    if extra:
+        return f"unknown field(s) {sorted(map(str, extra))[:5]} in a reading (expected {sorted(ITEM_KEYS)})"
+    return (item_problem(item.get("ts"), item.get("metrics"), item.get("seq"), item.get("period_s", 0.0),
+                         item.get("quality", "ok"))
+            or ts_problem(item["ts"], limits, now_ms, source))
 
 
 def items_ok(items: list[dict[str, Any]], limits: Limits, now_ms: int, source: str) -> bool:

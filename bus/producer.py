@@ -143,8 +143,7 @@ class ProducerContext(ProcessContext):
         else:
             good = []
             for r in readings:
-                problem = self._problem(r.get("ts"), r.get("metrics"), r.get("period_s", 0.0),
-                                        r.get("quality", "ok"), now)
+                problem = envelope.batch_item_problem(r, self.limits, now, self.source)
                 if problem:
                     self._reject(device, [r], problem)
                 else:

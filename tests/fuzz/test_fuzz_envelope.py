@@ -13,11 +13,11 @@ import time
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bus.envelope import (INT64_MAX, NAME_PATTERN, TS_MAX, VALUE_MAX, EnvelopeError, Limits, decode,
-                          decode_checked, is_name)
+from bus.envelope import (INT64_MAX, NAME_PATTERN, TS_MAX, VALUE_MAX, EnvelopeError, Limits,
+                          batch_item_problem, decode, decode_checked, is_name, items_ok)
 from bus.topics import parse_device_topic
 from schemas import METRICS
-from tests.fuzz.hostile import COUNTERS, judge, messages
+from tests.fuzz.hostile import COUNTERS, NAN, T0, item, judge, messages
 
 FUZZ = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -64,3 +64,24 @@ def test_names_and_topics_are_full_matches(text):
     parsed = parse_device_topic(text)
     if parsed is not None:
         assert text.count("/") == 2 and is_name(parsed[0]) and is_name(parsed[1])
+
+
+def _real_nan(obj):
+    if obj is NAN:
+        return float("nan")
+    if isinstance(obj, dict):
+        return {k: _real_nan(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_real_nan(v) for v in obj]
+    return obj
+
+
+@FUZZ
+@given(st.lists(item(T0), min_size=1, max_size=5))
+def test_the_producers_fast_batch_check_agrees_with_the_item_by_item_one(items):
+    """What a producer publishes is checked in one msgspec pass; when that says no, item by item (to name the
+    bad ones). Both must agree, or a bad reading could slip through, or a good one be held back."""
+    items = [_real_nan(it) for it in items]
+    now = int(time.time() * 1000)
+    one_by_one = [batch_item_problem(it, Limits(), now, "hhpc") for it in items]
+    assert items_ok(items, Limits(), now, "hhpc") == all(p is None for p in one_by_one), one_by_one
