@@ -86,7 +86,8 @@ def test_ten_kill_9_of_the_broker_during_a_replay_lose_nothing_and_store_nothing
         rows, distinct, keys = stored(db, device)
         lost = len(set(expected) - set(keys))
         report("broker kill -9 x10 during a replay, store running", seed=seed, kills=len(moments),
-               sent=len(expected), stored=rows, lost=lost, duplicated=rows - distinct, unexpected=len(set(keys) - set(expected)),
+               sent=len(expected), stored=rows, lost=lost, duplicated=rows - distinct,
+               unexpected=len(set(keys) - set(expected)),
                resent=producer.output().count("sending again"))
         assert lost == 0 and rows == distinct == len(expected) and keys == expected
         assert "sending again" in producer.output()  # the window did the work: the broker lost something
