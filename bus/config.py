@@ -14,12 +14,12 @@ import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
-from bus.envelope import NAME_PATTERN
+from bus.envelope import NAME_RULE, Limits, is_name
 
 DEFAULT_PATHS = (Path("wattbus.toml"), Path("/etc/wattbus/wattbus.toml"))
 
@@ -58,6 +58,19 @@ class MqttConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Producer offline queue, in messages (a day at one reading a second fits)."""
     queue_dir: str | None = None
     """Spool the producer offline queue to disk here (off by default: no SD-card wear)."""
+    max_packet_size: int = 262_144
+    """The broker's packet limit (mosquitto ``max_packet_size``, 256 KiB as shipped); the CONNACK's, when
+    lower, wins. Bounds ``batch``/``batch_max`` and every publish."""
+    resend_window_s: float = 75.0
+    """Producers keep what the broker acknowledged this long and send it again after a reconnect: Mosquitto
+    saves to disk only every ``autosave_interval`` (60 s), so a broker crash loses what it acknowledged
+    since. At least that interval; 0 turns it off."""
+    resend_window_mb: float = 16.0
+    """Memory bound of that window (a live device needs kilobytes; a flat-out replay fills it in seconds)."""
+    resend_window_full: Literal["forget", "wait"] = "forget"
+    """When the window is full: "forget" its oldest message (counted as resend_window_overflow: a replay
+    runs at full speed and can be re-run), or "wait" until it ages out (the guarantee holds at any rate,
+    a replay slows to resend_window_mb per resend_window_s)."""
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -66,6 +79,10 @@ class MqttConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             raise ValueError("`topic_prefix` must end with '/' (e.g. \"home1/\")")
         if any(c in self.topic_prefix for c in "#+$"):
             raise ValueError("`topic_prefix` must not contain #, + or $")
+        if not 4096 <= self.max_packet_size <= 268_435_455:
+            raise ValueError("`max_packet_size` must be 4096..268435455 bytes (mosquitto's max_packet_size)")
+        if self.resend_window_s < 0 or self.resend_window_mb <= 0:
+            raise ValueError("`resend_window_s` must be >= 0 and `resend_window_mb` > 0")
 
     def password(self) -> str | None:
         if self.password_file:
@@ -85,6 +102,41 @@ class SiteConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             raise ValueError(f"`timezone`: unknown time zone {self.timezone!r} (expected e.g. \"Europe/Brussels\")")
 
 
+class ReadingsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Plausibility limits every consumer applies to readings (bus.envelope.check_plausible)."""
+
+    min_ts: str = "2000-01-01"
+    """Earliest plausible reading time, UTC (a Pi whose clock was never set says 1970)."""
+    max_future_s: float = 300.0
+    """How far ahead of the receiving host's clock a reading may be stamped."""
+    max_age_days: float = 0.0
+    """Reject readings older than this; 0 = any age (replays of old datasets are legitimate)."""
+    simulated: list[str] = msgspec.field(default_factory=lambda: ["sim"])
+    """Sources on a simulated clock (accelerated or backdated): exempt from the two limits relative to now."""
+
+    def __post_init__(self) -> None:
+        try:
+            _utc_ms(self.min_ts)
+        except ValueError:
+            raise ValueError(f"`min_ts`: expected an ISO date like \"2000-01-01\", got {self.min_ts!r}"
+                             ) from None
+        if not 0 <= self.max_future_s <= 10 * 365 * 86400:
+            raise ValueError("`max_future_s` must be 0..315360000 seconds")
+        if self.max_age_days < 0:
+            raise ValueError("`max_age_days` must be >= 0 (0 = any age)")
+
+    def limits(self) -> Limits:
+        return Limits(_utc_ms(self.min_ts), int(self.max_future_s * 1000),
+                      int(self.max_age_days * 86_400_000), frozenset(self.simulated))
+
+
+def _utc_ms(text: str) -> int:
+    from datetime import datetime, timezone
+
+    dt = datetime.fromisoformat(text)
+    return int((dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp() * 1000)
+
+
 class LogConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     level: str = "info"
 
@@ -97,6 +149,7 @@ class _Top(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     mqtt: MqttConfig = msgspec.field(default_factory=MqttConfig)
     site: SiteConfig = msgspec.field(default_factory=SiteConfig)
     log: LogConfig = msgspec.field(default_factory=LogConfig)
+    readings: ReadingsConfig = msgspec.field(default_factory=ReadingsConfig)
     producer: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
     consumer: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
 
@@ -111,6 +164,7 @@ class AppConfig:
     log: LogConfig
     producers: dict[str, PluginConfig] = field(default_factory=dict)
     consumers: dict[str, PluginConfig] = field(default_factory=dict)
+    readings: ReadingsConfig = field(default_factory=ReadingsConfig)
 
     @property
     def tz(self) -> ZoneInfo:
@@ -169,12 +223,16 @@ def parse_config(text: str, path: Path, resolve: Resolver) -> AppConfig:
         top = _Top()
     producers = _plugins(raw, "producer", path, lines, resolve, problems)
     consumers = _plugins(raw, "consumer", path, lines, resolve, problems)
+    for kind, plugins in (("producer", producers), ("consumer", consumers)):
+        for name, cfg in plugins.items():
+            problems += [f"{path}:{lines.find((kind, name, key))}: {kind}.{name}.{key}: {msg}"
+                         for key, msg in _bus_limits(cfg, top.mqtt)]
     for name in set(producers) & set(consumers):
         problems.append(f"{path}:{lines.find(('consumer', name))}: consumer.{name}: "
                         f"a producer has the same name; process names must be unique")
     if problems:
         raise ConfigError(problems)
-    return AppConfig(path, top.mqtt, top.site, top.log, producers, consumers)
+    return AppConfig(path, top.mqtt, top.site, top.log, producers, consumers, top.readings)
 
 
 def _plugins(raw: dict, kind: str, path: Path, lines: _KeyLines, resolve: Resolver,
@@ -186,8 +244,9 @@ def _plugins(raw: dict, kind: str, path: Path, lines: _KeyLines, resolve: Resolv
         return out
     for name, section in sections.items():
         where = (kind, name)
-        if not re.match(NAME_PATTERN, name):
-            problems.append(f"{path}:{lines.find(where)}: {kind}.{name}: process name must match {NAME_PATTERN}")
+        if not is_name(name):
+            problems.append(f"{path}:{lines.find(where)}: {kind}.{name}: process name {name!r} is not "
+                            f"allowed: {NAME_RULE}")
             continue
         if not isinstance(section, dict):
             problems.append(f"{path}:{lines.find(where)}: {kind}.{name}: expected a table [{kind}.{name}]")
@@ -206,6 +265,37 @@ def _plugins(raw: dict, kind: str, path: Path, lines: _KeyLines, resolve: Resolv
         except msgspec.ValidationError as exc:
             problems.append(_describe(path, lines, where, exc, cls))
     return out
+
+
+MIN_ITEM_BYTES = 40
+"""The smallest reading a batch can carry, encoded (``{"ts":946684800000,"metrics":{}},``)."""
+
+
+def max_batch(mqtt: MqttConfig) -> int:
+    """Most readings one message can carry under the broker's packet limit (bounds batch, batch_max)."""
+    return (mqtt.max_packet_size - 1024) // MIN_ITEM_BYTES
+
+
+def _bus_limits(cfg: PluginConfig, mqtt: MqttConfig) -> list[tuple[str, str]]:
+    """Checks every plugin gets from the bus, whatever the plugin checks itself: device names go into
+    topics, and batches into messages no larger than the broker takes."""
+    problems = []
+    device = getattr(cfg, "device", None)
+    if isinstance(device, str) and not is_name(device):
+        problems.append(("device", f"device name {device!r} is not allowed: {NAME_RULE} "
+                                   "(it becomes a topic level: {source}/{device}/reading)"))
+    batch = getattr(cfg, "batch", None)
+    if isinstance(batch, int) and not isinstance(batch, bool) and not 1 <= batch <= max_batch(mqtt):
+        problems.append(("batch", f"must be 1..{max_batch(mqtt)} readings: one message must fit the broker's "
+                                  f"packet limit ([mqtt] max_packet_size = {mqtt.max_packet_size} bytes)"))
+    batch_max, inflight = getattr(cfg, "batch_max", None), getattr(cfg, "inflight", 100)
+    if isinstance(batch_max, int) and isinstance(inflight, int) and inflight > 0:
+        most = max_batch(mqtt) * inflight  # a consumer never holds more than `inflight` messages at once
+        if not 1 <= batch_max <= most:
+            problems.append(("batch_max", f"must be 1..{most} readings: `inflight` ({inflight}) messages of "
+                                          f"at most {max_batch(mqtt)} readings each "
+                                          "([mqtt] max_packet_size)"))
+    return problems
 
 
 _AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)

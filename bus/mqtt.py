@@ -6,7 +6,15 @@ What it adds to paho, and why:
 - a last will (``offline``, retained) on the process's status topic, and ``online`` on every (re)connect;
 - subscriptions are remembered and renewed on reconnect (paho reconnects by itself with backoff);
 - messages are handed to callbacks by topic filter, shared subscriptions included;
-- with ``manual_ack`` a message is acknowledged only when the consumer says it is durably handled.
+- with ``manual_ack`` a message is acknowledged only when the consumer says it is durably handled, and only
+  on the session it came from (an acknowledgement of a message from a lost session would hit another one);
+- every publish is checked against the broker's packet limit (the CONNACK's Maximum-Packet-Size, or the
+  config's ``max_packet_size``): an oversize packet would make the broker drop the *connection*, so it is
+  refused here with PacketTooLarge instead;
+- PUBACK and SUBACK reason codes >= 0x80 (not authorized, quota exceeded, ...) are failures, reported to
+  hooks and logged with the topic: a refused publish is never taken for a delivered one;
+- a connection the broker keeps closing right after it was made is reported: the usual cause is another
+  process connected with the same client id (Mosquitto 2.0 closes the older connection without a reason).
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from __future__ import annotations
 import logging
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -39,12 +48,33 @@ class Message:
     qos: int
     retain: bool
     _client: "BusClient"
+    gen: int = 0
+    """The session it came from (BusClient.generation): acknowledged only on that one."""
 
     def ack(self) -> None:
         self._client.ack(self)
 
 
 Callback = Callable[[Message], None]
+PublishHook = Callable[[int, int, str], None]
+"""(mid, reason code, topic without prefix): called when the broker answered a QoS 1 publish."""
+
+MQTT_MAX_PACKET = 268_435_455
+SHORT_CONNECTION_S = 5.0
+
+
+class PacketTooLarge(ValueError):
+    """A publish that the broker's packet limit would turn into a disconnect; nothing was sent."""
+
+
+def _varint_len(n: int) -> int:
+    return 1 if n < 128 else 2 if n < 16_384 else 3 if n < 2_097_152 else 4
+
+
+def packet_size(topic: str, payload_len: int, qos: int = 1) -> int:
+    """Bytes of a PUBLISH packet as MQTT v5 counts them for Maximum-Packet-Size (no properties sent)."""
+    remaining = 2 + len(topic.encode()) + (2 if qos else 0) + 1 + payload_len
+    return 1 + _varint_len(remaining) + remaining
 
 
 def encode_payload(payload: Payload) -> bytes:
@@ -76,13 +106,20 @@ class BusClient:
         self.log = log or logging.getLogger("wattbus.mqtt")
         self.connected = threading.Event()
         self.server_receive_maximum = 65535
+        self.max_packet_size = min(cfg.max_packet_size, MQTT_MAX_PACKET)
+        """Largest packet the broker takes (config, lowered by the CONNACK's Maximum-Packet-Size)."""
+        self.generation = 0
+        self.client_id = client_id
+        self._connected_at = 0.0
+        self._short_closes: list[float] = []
         self._subs: dict[str, tuple[str, int, Callback]] = {}  # filter (no prefix) -> (match filter, qos, cb)
         self._unclaimed: list[Message] = []
         self._subacks: dict[int, tuple[threading.Event, list[str]]] = {}
-        self._early_subacks: set[int] = set()
+        self._early_subacks: dict[int, list] = {}
         self._lock = threading.Lock()
         self._on_connect_hooks: list[Callable[[bool], None]] = []
-        self._on_publish_hooks: list[Callable[[int], None]] = []
+        self._on_publish_hooks: list[PublishHook] = []
+        self._on_refused_hooks: list[Callable[[str, str, str], None]] = []
         self._was_connected = False
         self._closing = False
 
@@ -148,13 +185,34 @@ class BusClient:
         """Call ``hook(session_present)`` after every (re)connect."""
         self._on_connect_hooks.append(hook)
 
-    def on_publish(self, hook: Callable[[int], None]) -> None:
-        """Call ``hook(mid)`` when the broker acknowledged a QoS 1 publish."""
+    def on_publish(self, hook: PublishHook) -> None:
+        """Call ``hook(mid, reason_code, topic)`` when the broker answered a QoS 1 publish.
+
+        A reason code >= 0x80 means the broker refused it (the message was *not* delivered).
+        """
         self._on_publish_hooks.append(hook)
+
+    def on_refused(self, hook: Callable[[str, str, str], None]) -> None:
+        """Call ``hook(kind, topic, reason)`` for a refused publish or subscribe (kind says which)."""
+        self._on_refused_hooks.append(hook)
 
     # -- publish / subscribe ------------------------------------------------------------------
     def publish(self, topic: str, payload: Payload, *, qos: int = 1, retain: bool = False) -> paho.MQTTMessageInfo:
-        return self._client.publish(self.full(topic), encode_payload(payload), qos=qos, retain=retain)
+        """Publish (queued by paho while disconnected); PacketTooLarge when the broker could not take it."""
+        data = encode_payload(payload)
+        self.check_size(topic, len(data), qos)
+        return self._client.publish(self.full(topic), data, qos=qos, retain=retain)
+
+    def room(self, topic: str, qos: int = 1) -> int:
+        """Payload bytes a publish to ``topic`` may carry under the broker's packet limit."""
+        # - 3: the remaining-length field grows from 1 to up to 4 bytes with the payload
+        return self.max_packet_size - packet_size(self.full(topic), 0, qos) - 3
+
+    def check_size(self, topic: str, payload_len: int, qos: int = 1) -> None:
+        size = packet_size(self.full(topic), payload_len, qos)
+        if size > self.max_packet_size:
+            raise PacketTooLarge(f"a {size}-byte packet to {topic[:200]} exceeds the broker's limit of "
+                                 f"{self.max_packet_size} bytes; not sent")
 
     def subscribe(self, topic_filter: str, callback: Callback, *, qos: int = 1) -> threading.Event | None:
         """Route messages matching ``topic_filter`` (prefix-free; ``$share/`` allowed) to ``callback``.
@@ -186,7 +244,7 @@ class BusClient:
             self._client.unsubscribe(self.full(topic_filter))
 
     def ack(self, msg: Message) -> None:
-        if self.manual_ack and msg.qos > 0:
+        if self.manual_ack and msg.qos > 0 and msg.gen == self.generation:
             self._client.ack(msg.mid, msg.qos)
 
     # -- paho callbacks (network thread) ------------------------------------------------------
@@ -196,7 +254,13 @@ class BusClient:
             return
         if properties is not None and hasattr(properties, "ReceiveMaximum"):
             self.server_receive_maximum = properties.ReceiveMaximum
+        if properties is not None and hasattr(properties, "MaximumPacketSize"):
+            self.max_packet_size = min(self.cfg.max_packet_size, properties.MaximumPacketSize,
+                                       MQTT_MAX_PACKET)
         session = bool(flags.session_present)
+        if not session:
+            self.generation += 1  # a new session: packet ids of the old one mean nothing (or another message)
+        self._connected_at = time.monotonic()
         self.log.info("connected to %s:%s (session %s)", self.cfg.host, self.cfg.port,
                       "resumed" if session else "new")
         with self._lock:
@@ -219,35 +283,58 @@ class BusClient:
         if was and not self._closing:
             self.log.warning("lost connection to %s:%s (%s); reconnecting", self.cfg.host, self.cfg.port,
                              reason_code)
+            now = time.monotonic()
+            if now - self._connected_at < SHORT_CONNECTION_S:
+                self._short_closes = [t for t in self._short_closes if now - t < 60] + [now]
+                if len(self._short_closes) == 3:
+                    self.log.error("the broker closed this connection 3 times within seconds of opening it: "
+                                   "another process is probably connected with the same client id %r "
+                                   "(give each copy its own --instance)", self.client_id)
 
     def _expect_suback(self, mid: int, event: threading.Event, filters: list[str]) -> None:
         with self._lock:
-            early = mid in self._early_subacks
-            self._early_subacks.discard(mid)
-            if not early:
+            codes = self._early_subacks.pop(mid, None)
+            if codes is None:
                 self._subacks[mid] = (event, filters)
-        if early:  # the SUBACK beat us here
-            self._subscribed(event, filters)
+        if codes is not None:  # the SUBACK beat us here
+            self._subscribed(event, filters, codes)
 
-    def _subscribed(self, event: threading.Event, filters: list[str]) -> None:
+    def _subscribed(self, event: threading.Event, filters: list[str], codes: list | None = None) -> None:
         event.set()
-        self.log.info("subscribed to %s", ", ".join(filters))
+        refused = [(f, c) for f, c in zip(filters, codes or []) if _failed(c)]
+        ok = [f for f in filters if f not in {f for f, _ in refused}]
+        if ok:
+            self.log.info("subscribed to %s", ", ".join(ok))
+        for f, code in refused:
+            self.log.error("the broker refused the subscription to %s: %s", f, _reason(code))
+            for hook in self._on_refused_hooks:
+                hook("subscribe", f, _reason(code))
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         with self._lock:
             entry = self._subacks.pop(mid, None)
             if entry is None:
-                self._early_subacks.add(mid)
+                self._early_subacks[mid] = list(reason_codes or [])
         if entry is not None:
-            self._subscribed(*entry)
+            self._subscribed(*entry, list(reason_codes or []))
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        # Runs under paho's message lock with the message still in its table: its topic is there to report.
+        out = getattr(client, "_out_messages", {}).get(mid)
+        topic = self.strip(out.topic) if out is not None else "?"
+        code = int(getattr(reason_code, "value", reason_code or 0))
+        if code >= 0x80:
+            for hook in self._on_refused_hooks:
+                hook("publish", topic, _reason(reason_code))
         for hook in self._on_publish_hooks:
-            hook(mid)
+            hook(mid, code, topic)
 
     def _on_message(self, client, userdata, m: paho.MQTTMessage) -> None:
-        topic = self.strip(m.topic)
-        msg = Message(topic, m.payload, m.mid, m.qos, m.retain, self)
+        try:
+            topic = self.strip(m.topic)
+        except UnicodeDecodeError:  # the broker checks UTF-8; should it not, such a topic matches no filter
+            topic = m._topic.decode("utf-8", "backslashreplace")
+        msg = Message(topic, m.payload, m.mid, m.qos, m.retain, self, self.generation)
         with self._lock:
             for match, _, cb in self._subs.values():
                 if paho.topic_matches_sub(match, topic):
@@ -265,3 +352,13 @@ class BusClient:
         except Exception:  # a callback bug must not kill the network thread
             self.log.exception("handler for %s failed", msg.topic)
             msg.ack()
+
+
+def _failed(code) -> bool:
+    return int(getattr(code, "value", code or 0)) >= 0x80
+
+
+def _reason(code) -> str:
+    """'Not authorized (0x87)' from a paho ReasonCode (or a bare number)."""
+    value = int(getattr(code, "value", code or 0))
+    return f"{code if hasattr(code, 'value') else 'reason code'} (0x{value:02X})"

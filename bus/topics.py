@@ -6,17 +6,13 @@ the prefix, so plugin code never sees it.
 
 from __future__ import annotations
 
-import re
-
-from bus.envelope import NAME_PATTERN
-
-_NAME = re.compile(NAME_PATTERN)
+from bus.envelope import NAME_RULE, is_name
 
 
 def check_name(name: str, what: str = "device") -> str:
-    """Return ``name`` if it is a valid source/device/process name, else raise ValueError."""
-    if not _NAME.match(name):
-        raise ValueError(f"{what} name {name!r} must match {NAME_PATTERN}")
+    """``name`` if it is a valid source/device/process name (the whole string), else ValueError."""
+    if not is_name(name):
+        raise ValueError(f"{what} name {name!r:.80} is not allowed: {NAME_RULE}")
     return name
 
 
@@ -58,8 +54,9 @@ def shared(group: str, topic_filter: str) -> str:
 
 
 def parse_device_topic(topic: str) -> tuple[str, str, str] | None:
-    """``source/device/kind`` -> (source, device, kind), or None for anything else."""
+    """``source/device/kind`` -> (source, device, kind), or None for anything else (including a source or
+    device that is not a valid name: such a topic was never published by wattbus)."""
     parts = topic.split("/")
-    if len(parts) != 3:
+    if len(parts) != 3 or not (is_name(parts[0]) and is_name(parts[1])):
         return None
     return parts[0], parts[1], parts[2]

@@ -5,6 +5,6 @@ kinds of record: raw readings (``readings``) and calendar buckets (``rollups``, 
 ``bus/`` lets consumers share them without importing each other.
 """
 
-from bus.sinks.base import SINKS, Sink, SinkError, open_sink
+from bus.sinks.base import SINKS, DataError, Sink, SinkError, open_sink
 
-__all__ = ["SINKS", "Sink", "SinkError", "open_sink"]
+__all__ = ["SINKS", "DataError", "Sink", "SinkError", "open_sink"]

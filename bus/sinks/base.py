@@ -26,7 +26,19 @@ SINKS: dict[str, str] = {
 
 
 class SinkError(Exception):
-    """The database refused or is unreachable; the store retries with backoff and acknowledges nothing."""
+    """The database itself is unavailable (down, locked, full, unreachable): retry with backoff, ack
+    nothing."""
+
+
+class DataError(SinkError):
+    """The database refused *this data*: writing the same batch again can never succeed.
+
+    The consumer runtime splits such a batch until the readings the database refuses are isolated, sends them
+    to the DLQ with the database's reason and stores the rest (``bus.consumer.write_isolating``). Every sink
+    sorts its driver's errors into the two kinds; an error it cannot place counts as the database's (retrying
+    is the safe mistake: it delays, where the other one would throw readings away). A subclass of SinkError,
+    so code that does not know the difference keeps treating it as an outage.
+    """
 
 
 class Sink(ABC):
@@ -41,7 +53,10 @@ class Sink(ABC):
 
     @abstractmethod
     def write(self, readings: Sequence[Reading]) -> None:
-        """Store ``readings`` durably; writing the same reading twice leaves one copy."""
+        """Store ``readings`` durably; writing the same reading twice leaves one copy.
+
+        Raises DataError when the database refuses the data, SinkError when the database is unavailable.
+        """
 
     @abstractmethod
     def read(self, source: str, device: str, start_ms: int, end_ms: int) -> Iterator[Reading]:

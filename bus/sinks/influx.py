@@ -45,7 +45,7 @@ from influxdb_client.client.write_api import SYNCHRONOUS
 from influxdb_client.rest import ApiException
 
 from bus.envelope import Reading
-from bus.sinks.base import Sink, SinkError
+from bus.sinks.base import DataError, Sink, SinkError
 from bus.sinks.urlopts import flag, options, reject_inline_secret, secret
 from schemas import METRICS
 
@@ -60,6 +60,10 @@ MAX_MS = 32503680000000
 """The envelope's last valid ts (year 3000): range ends beyond it are clamped (servers reject far futures)."""
 VICTORIA_WINDOW_POINTS = 50_000
 NETWORK_ERRORS = (ApiException, urllib3.exceptions.HTTPError, httpx.HTTPError, OSError)
+DATA_STATUSES = {400, 413, 422}
+"""HTTP answers to a write that are about the lines: unparsable or a field type conflict (400), too large
+(413: splitting helps), unprocessable, e.g. beyond the bucket's retention (422). 401/403/404 (token, bucket),
+429, 5xx and network errors are the server's: retried."""
 
 
 def _escape_key(s: str) -> str:
@@ -138,7 +142,8 @@ class InfluxSink(Sink):
                 self._write_api.write(self.bucket, self.org, "\n".join(lines[i:i + self.batch]),
                                       write_precision=WritePrecision.MS)
         except NETWORK_ERRORS as exc:
-            raise SinkError(f"influx {self.describe()}: {_reason(exc)}") from exc
+            kind = DataError if isinstance(exc, ApiException) and exc.status in DATA_STATUSES else SinkError
+            raise kind(f"influx {self.describe()}: {_reason(exc)}") from exc
 
     # -- read --------------------------------------------------------------------------------------
     def read(self, source: str, device: str, start_ms: int, end_ms: int) -> Iterator[Reading]:

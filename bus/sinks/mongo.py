@@ -36,11 +36,12 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import pymongo
 from pymongo import ASCENDING
-from pymongo.errors import BulkWriteError, CollectionInvalid, OperationFailure, PyMongoError
+from bson.errors import InvalidDocument
+from pymongo.errors import BulkWriteError, CollectionInvalid, DocumentTooLarge, OperationFailure, PyMongoError
 from pymongo.write_concern import WriteConcern
 
 from bus.envelope import Reading
-from bus.sinks.base import Sink, SinkError
+from bus.sinks.base import DataError, Sink, SinkError
 from bus.sinks.urlopts import reject_inline_secret, secret
 
 SCHEMA_VERSION = 1
@@ -156,6 +157,8 @@ class MongoSink(Sink):
                 "period_s": r.period_s, "quality": r.quality, "metrics": r.metrics}
 
     def write(self, readings: Sequence[Reading]) -> None:
+        """Per-document write errors (validation, a value BSON cannot hold, a document too large) are the
+        data's; anything else (no server, write concern, timeouts) is the server's."""
         if not readings:
             return
         if self.layout is None:
@@ -167,6 +170,12 @@ class MongoSink(Sink):
                     write([r])
             else:
                 write(readings)
+        except BulkWriteError as exc:
+            kind = SinkError if exc.details.get("writeConcernErrors") else DataError
+            errors = exc.details.get("writeErrors") or [{}]
+            raise kind(f"mongodb {self.describe()}: {errors[0].get('errmsg', exc)}") from exc
+        except (InvalidDocument, DocumentTooLarge, OverflowError) as exc:
+            raise DataError(f"mongodb {self.describe()}: {exc}") from exc
         except PyMongoError as exc:
             raise SinkError(f"mongodb {self.describe()}: {exc}") from exc
 

@@ -28,7 +28,7 @@ import pymysql.cursors
 from pymysql.constants import ER
 
 from bus.envelope import Reading
-from bus.sinks.base import Sink, SinkError
+from bus.sinks.base import DataError, Sink, SinkError
 from bus.sinks.urlopts import options, reject_inline_secret, secret
 from schemas import METRICS
 
@@ -39,6 +39,22 @@ URL_OPTIONS = {"password_file", "unix_socket", "connect_timeout", "timeout", "be
 MAX_STATEMENT_BYTES = 4_000_000
 """One INSERT carries rows up to about this size (below the server's default max_allowed_packet, 16 MB)."""
 READ_PAGE = 10_000
+DATA_ERROR_CODES = {
+    1048, 1062, 1064, 1149, 1153, 1264, 1265, 1292, 1366, 1367, 1406, 1416, 1690, 3819, 4025,
+}
+"""Server errors about the rows, not the server: NULL into NOT NULL, duplicate key, a statement the values
+broke, packet too large, out of range, truncated, incorrect or illegal value, data too long, CHECK constraint
+(MySQL 3819, MariaDB 4025). Everything else (cannot connect, gone away, lock wait, deadlock, disk or table
+full, read-only, access denied, unknown table or column) is the server's: retried."""
+
+
+def _classify(exc: Exception, where: str) -> SinkError:
+    """A pymysql error (or a rendering error of ours) as DataError or SinkError."""
+    code = exc.args[0] if isinstance(exc, pymysql.err.MySQLError) and exc.args else None
+    if isinstance(exc, (pymysql.err.DataError, pymysql.err.IntegrityError, ValueError, TypeError,
+                        OverflowError)) or code in DATA_ERROR_CODES:
+        return DataError(f"{where}: {exc}")
+    return SinkError(f"{where}: {exc}")
 
 CREATE_TABLE = """
 CREATE TABLE IF NOT EXISTS readings (
@@ -221,9 +237,9 @@ class MysqlSink(Sink):
                 for stmt in self.statements(readings):
                     cur.execute(stmt)
             conn.commit()
-        except pymysql.err.MySQLError as exc:
+        except (pymysql.err.MySQLError, ValueError, TypeError, OverflowError) as exc:
             self._drop_connection()  # a half-done transaction is rolled back by the server
-            raise SinkError(f"mysql {self.describe()}: {exc}") from exc
+            raise _classify(exc, f"mysql {self.describe()}") from exc
 
     # -- read --------------------------------------------------------------------------------------
     def read(self, source: str, device: str, start_ms: int, end_ms: int) -> Iterator[Reading]:

@@ -14,10 +14,14 @@ from urllib.parse import unquote, urlsplit
 
 from bus.envelope import Reading
 from bus.rollup import KEY_FIELDS, META_FIELDS, VALUE_FIELDS, Bucket
-from bus.sinks.base import Sink, SinkError
+from bus.sinks.base import DataError, Sink, SinkError
 from schemas import METRICS
 
 SCHEMA_VERSION = 1
+DATA_ERRORS = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceError, OverflowError, TypeError,
+               ValueError)
+"""Refusals of the data (a constraint or trigger, a value SQLite cannot bind); OperationalError (locked, disk
+full, I/O error, read-only, a missing table) is the database's."""
 BASE_COLUMNS = ("source", "device", "ts", "seq", "period_s", "quality")
 
 
@@ -104,6 +108,8 @@ class SqliteSink(Sink):
             with self.db:
                 for keys, rows in groups.items():
                     self.db.executemany(self._statement(keys), rows)
+        except DATA_ERRORS as exc:
+            raise DataError(f"sqlite {self.path}: {exc}") from exc
         except sqlite3.Error as exc:
             raise SinkError(f"sqlite {self.path}: {exc}") from exc
 

@@ -17,10 +17,19 @@ class Config(PluginConfig, kw_only=True, forbid_unknown_fields=True):
     stale_after: float = 0
     """Drop a device's series when it sent nothing for this many seconds (0 = only when it goes offline)."""
     inflight: int = 1000
+    max_series: int = 10_000
+    """At most this many devices (and process names) are tracked; more are refused and counted
+    (wattbus_exporter_refused_devices_total), so hostile names cannot exhaust memory."""
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
             raise ValueError("`port` must be 1..65535")
+        if not 1 <= self.max_series <= 1_000_000:
+            raise ValueError("`max_series` must be 1..1000000 devices")
+        from bus.envelope import NAME_RULE, is_name
+
+        if self.compat_device is not None and not is_name(self.compat_device):
+            raise ValueError(f"`compat_device`: {self.compat_device!r} is not a device name: {NAME_RULE}")
 
 
 def run(ctx, cfg: Config) -> None:

@@ -3,6 +3,14 @@
 Names, units, types and help texts all come from ``schemas/metrics.toml``; labels are source, device and,
 for per-phase or per-tariff metrics, phase / tariff. A device that goes offline (its status topic, or its
 producer process's last will) loses its series, so Prometheus sees staleness instead of a frozen value.
+
+Hostile input cannot grow it: a device gets series only once a *valid reading* of it arrived (a status
+topic or a health document naming devices only updates devices already known), at most ``max_series``
+devices are kept (the rest are refused and counted in ``wattbus_exporter_refused_devices_total``), and
+process names must be valid names (at most ``max_series`` of them too). A reading stamped ahead of this
+host's clock (within the consumer's ``[readings] max_future_s``; beyond it is rejected before it gets here)
+is shown, but ordered as if stamped *now*, so the next real reading replaces it instead of being taken
+for an older one: a clock in the future cannot freeze a series.
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ from collections.abc import Iterable
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from bus.envelope import Reading
+from bus.envelope import Reading, is_name
 from schemas import METRICS
 
 # The seed's hhpcexporter names: (metric key, seed name, scale, unit label, help)
@@ -31,38 +39,52 @@ HHPC_COMPAT = (
 
 
 class DeviceState:
-    __slots__ = ("values", "ts", "received", "online", "process")
+    __slots__ = ("values", "ts", "order", "received", "online", "process")
 
     def __init__(self) -> None:
         self.values: dict[str, float] = {}
         self.ts = 0
+        self.order = 0  # ts, clipped to the arrival time: what "older" is judged by
         self.received = 0.0
         self.online = True
         self.process: str | None = None
 
 
 class LatestValues(Collector):
-    def __init__(self, compat: str = "", compat_device: str | None = None, stale_after: float = 0):
+    def __init__(self, compat: str = "", compat_device: str | None = None, stale_after: float = 0,
+                 max_series: int = 10_000):
         self.devices: dict[tuple[str, str], DeviceState] = {}
         self.process_online: dict[str, bool] = {}
         self.compat, self.compat_device, self.stale_after = compat, compat_device, stale_after
+        self.max_series = max_series
         self.messages = 0
         self.readings = 0
         self.lag_seconds = 0.0
         self.dead_letters = 0
+        self.refused_devices = 0
+        self.future_readings = 0
+        self._refused: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
 
     # -- updates (MQTT side) --------------------------------------------------------------------
     def update(self, readings: list[Reading]) -> None:
         now = time.time()
+        now_ms = int(now * 1000)
         with self._lock:
             for r in readings:
                 dev = self.devices.get((r.source, r.device))
                 if dev is None:
+                    if len(self.devices) >= self.max_series:
+                        if (r.source, r.device) not in self._refused and len(self._refused) < self.max_series:
+                            self._refused.add((r.source, r.device))
+                            self.refused_devices += 1
+                        continue
                     dev = self.devices[(r.source, r.device)] = DeviceState()
-                if r.ts < dev.ts:
+                if r.ts < dev.order:
                     continue  # an older reading (replay, backfill) never hides a newer one
-                dev.ts, dev.received, dev.online = r.ts, now, True
+                if r.ts > now_ms:
+                    self.future_readings += 1
+                dev.ts, dev.order, dev.received, dev.online = r.ts, min(r.ts, now_ms), now, True
                 if r.quality == "missing":
                     continue
                 dev.values.update(r.metrics)
@@ -71,18 +93,28 @@ class LatestValues(Collector):
                 self.lag_seconds = max(0.0, now - readings[-1].ts / 1000)
 
     def set_status(self, source: str, device: str, online: bool) -> None:
+        """A device status: only for devices known from their readings (anyone may publish a status topic)."""
         with self._lock:
-            dev = self.devices.setdefault((source, device), DeviceState())
+            dev = self.devices.get((source, device))
+            if dev is None:
+                return
             dev.online = online
             if not online:
                 dev.values.clear()
 
     def set_process(self, process: str, online: bool, devices: list[str] | None = None) -> None:
+        """A process's status (its last will) and, from its health, which known devices it serves."""
+        if not is_name(process):
+            return
         with self._lock:
+            if process not in self.process_online and len(self.process_online) >= self.max_series:
+                return
             self.process_online[process] = online
             for key in devices or []:
                 source, _, device = key.partition("/")
-                self.devices.setdefault((source, device), DeviceState()).process = process
+                dev = self.devices.get((source, device))
+                if dev is not None:
+                    dev.process = process
             if not online:
                 for dev in self.devices.values():
                     if dev.process == process:
@@ -126,6 +158,12 @@ class LatestValues(Collector):
             yield from self._hhpc_compat(items)
         yield CounterMetricFamily("wattbus_exporter_readings", "Readings received by the exporter",
                                   value=self.readings)
+        yield CounterMetricFamily("wattbus_exporter_refused_devices",
+                                  "Devices refused because max_series devices are shown already",
+                                  value=self.refused_devices)
+        yield CounterMetricFamily("wattbus_exporter_future_readings",
+                                  "Readings stamped ahead of this host's clock (shown, ordered as now)",
+                                  value=self.future_readings)
         yield GaugeMetricFamily("wattbus_exporter_lag_seconds",
                                 "Age of the newest reading when it arrived (publish-to-exporter lag)",
                                 value=self.lag_seconds)

@@ -30,7 +30,7 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 def serve(ctx: ConsumerContext, cfg) -> None:
-    state = LatestValues(cfg.compat, cfg.compat_device, cfg.stale_after)
+    state = LatestValues(cfg.compat, cfg.compat_device, cfg.stale_after, cfg.max_series)
     registry = CollectorRegistry()
     registry.register(state)
     metrics_app = make_wsgi_app(registry)
@@ -54,14 +54,17 @@ def serve(ctx: ConsumerContext, cfg) -> None:
         state.set_process(msg.topic.split("/")[1], msg.payload == b"online")
 
     def on_process_health(msg: Message) -> None:
+        if len(msg.payload) > 1 << 20:
+            return
         try:
             doc = orjson.loads(msg.payload)
         except orjson.JSONDecodeError:
             return
         devices = doc.get("devices") if isinstance(doc, dict) else None
+        process = msg.topic.split("/")[1]
         if isinstance(devices, list):
-            state.set_process(msg.topic.split("/")[1], state.process_online.get(msg.topic.split("/")[1], True),
-                              [d for d in devices if isinstance(d, str)])
+            state.set_process(process, state.process_online.get(process, True),
+                              [d for d in devices[:cfg.max_series] if isinstance(d, str)])
 
     ctx.subscribe(topics.ALL_STATUS, on_device_status)
     ctx.subscribe("wattbus/+/status", on_process_status)

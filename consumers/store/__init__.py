@@ -36,6 +36,11 @@ class Config(PluginConfig, kw_only=True, forbid_unknown_fields=True):
             raise ValueError(f"`sink`: unknown URL scheme {scheme!r}; expected one of {', '.join(SINKS)}")
         if self.spool_max_mb <= 0:
             raise ValueError("`spool_max_mb` must be > 0")
+        from bus.envelope import NAME_RULE, is_name
+
+        if self.group is not None and not is_name(self.group):
+            raise ValueError(f"`group`: {self.group!r} is not allowed (it becomes a topic level of "
+                             f"$share/GROUP/...): {NAME_RULE}")
 
 
 def run(ctx: ConsumerContext, cfg: Config) -> None:

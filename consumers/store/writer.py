@@ -4,6 +4,10 @@ While the sink refuses a batch, ``write`` raises: the runtime retries it with ba
 nothing, so the broker keeps the rest in the store's persistent session. With a spool configured, a refused
 batch goes to disk instead and is acknowledged; a background thread writes the spool into the sink, oldest
 first, once it is back (see spool.py).
+
+A DataError (the database refuses these readings, not an outage) is neither an outage nor spooled: it goes
+back to the runtime, which splits the batch until the refused readings are isolated and dead-lettered
+(``bus.consumer.write_isolating``); the spool drainer does the same with what it replays.
 """
 
 from __future__ import annotations
@@ -16,9 +20,9 @@ from pathlib import Path
 from tenacity import Retrying, retry_if_not_exception_type, wait_exponential
 
 from bus import topics
-from bus.consumer import ConsumerContext, Stopping
+from bus.consumer import ConsumerContext, Stopping, write_isolating
 from bus.envelope import Reading
-from bus.sinks.base import Sink, open_sink
+from bus.sinks.base import DataError, Sink, open_sink
 from consumers.store.spool import Spool
 
 
@@ -63,6 +67,8 @@ class StoreWriter:
             return
         try:
             self._write_sink(readings)
+        except DataError:
+            raise  # about these readings, not the database: the runtime isolates them
         except Exception as exc:
             self._went_down(exc, len(readings))
             if self.spool is None:
@@ -79,6 +85,8 @@ class StoreWriter:
                     self.sink.ensure_schema()
                     self._schema_ok = True
                 self.sink.write(readings)
+            except DataError:
+                raise
             except Exception:
                 self._schema_ok = False  # check again next time: the database may come back empty
                 raise
@@ -149,7 +157,7 @@ class StoreWriter:
 
     def _drain_one(self, readings: list[Reading]) -> None:
         try:
-            self._write_sink(readings)
+            write_isolating(self._write_sink, readings, self.ctx.poison)
         except Exception as exc:
             self._went_down(exc, 0)
             raise

@@ -4,7 +4,7 @@ import fastjsonschema
 import orjson
 import pytest
 
-from bus.envelope import EnvelopeError, decode, encode_batch, encode_reading
+from bus.envelope import EnvelopeError, Limits, decode, decode_checked, encode_batch, encode_reading
 from schemas import METRICS, reading_schema
 
 GOOD = [
@@ -25,6 +25,17 @@ BAD = [
     ({"v": 1, "source": "hhpc", "device": "house", "ts": 1, "quality": "great", "metrics": {}}, "quality"),
     ({"v": 1, "source": "hhpc", "device": "house", "readings": []}, "readings"),
     ({"v": 1, "source": "hhpc", "device": "house", "readings": [{"metrics": {}}]}, "ts"),
+    # every number a sink stores is bounded (the probes: seq past int64, 1e308 W, year 3000+)
+    ({"v": 1, "source": "hhpc", "device": "house", "ts": 1, "seq": 2**63, "metrics": {}}, "$.seq"),
+    ({"v": 1, "source": "hhpc", "device": "house", "ts": 1, "boot": 2**63, "metrics": {}}, "$.boot"),
+    ({"v": 1, "source": "hhpc", "device": "house", "ts": 32503680000001, "metrics": {}}, "$.ts"),
+    ({"v": 1, "source": "hhpc", "device": "house", "ts": 1, "metrics": {"power_w": 1e308}}, "power_w"),
+    ({"v": 1, "source": "hhpc", "device": "house", "ts": 1, "metrics": {"power_w": -1.0000001e15}},
+     "power_w"),
+    ({"v": 1, "source": "hhpc", "device": "house", "ts": 1, "period_s": 31622401, "metrics": {}}, "period_s"),
+    ({"v": 1, "source": "hhpc", "device": "house\n", "ts": 1, "metrics": {}}, "$.device"),
+    ({"v": 1, "source": "hhpc", "device": "house", "readings": [{"ts": 1, "seq": 2**63 + 5, "metrics": {}}]},
+     "seq"),
 ]
 
 
@@ -47,6 +58,31 @@ def test_bad_envelopes_fail_both_validators_with_a_reason(doc, where, schema_val
     with pytest.raises(EnvelopeError) as exc:
         decode(orjson.dumps(doc))
     assert where.split(".")[-1] in str(exc.value)
+
+
+def test_the_largest_values_in_bounds_pass_both_validators(schema_validate):
+    doc = {"v": 1, "source": "hhpc", "device": "h" * 64, "ts": 32503680000000, "seq": 2**63 - 1,
+           "boot": 32503680000000, "period_s": 31622400, "metrics": {"power_w": 1e15, "voltage_v": -1e15}}
+    schema_validate(doc)
+    assert decode(orjson.dumps(doc))[0].seq == 2**63 - 1
+
+
+def test_plausibility_rejects_single_readings_of_a_batch_with_their_reason():
+    now = 1_734_199_080_000
+    items = [{"ts": now - 60_000, "metrics": {"power_w": 5.0}},
+             {"ts": 0, "metrics": {}},                                      # a clock never set
+             {"ts": now + 86_400_000, "metrics": {}},                       # a day ahead
+             {"ts": now, "metrics": {"energy_import_wh": -3.0}},            # a counter below 0
+             {"ts": now, "seq": 2**63, "metrics": {}},                      # past int64
+             {"ts": now, "metrics": {"power_kw": 1.0}}]                     # not in the metrics table
+    got = decode_checked(encode_batch("hhpc", "house", items), Limits(), now)
+    assert [r.ts for r in got.readings] == [now - 60_000]
+    reasons = {r.index: r.reason for r in got.rejected}
+    assert sorted(reasons) == [1, 2, 3, 4, 5]
+    assert "min_ts" in reasons[1] and "ahead" in reasons[2] and "negative" in reasons[3]
+    assert "seq" in reasons[4] and "power_kw" in reasons[5]
+    sim = decode_checked(encode_batch("sim", "kili", [items[2]]), Limits(), now)
+    assert len(sim.readings) == 1  # a simulated clock may run ahead: exempt from the bound relative to now
 
 
 def test_unknown_metric_key_is_rejected_naming_the_key():

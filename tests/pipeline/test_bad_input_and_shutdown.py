@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from pathlib import Path
 
 import orjson
 
 from tests.support.processes import write_config
+
+DATA = Path(__file__).parent / "data"
+T0 = 1_704_067_200_000  # 2024-01-01T00:00:00Z
 
 
 def test_bad_messages_land_in_the_dlq_and_the_store_keeps_going(broker, processes, collector_factory, tmp_path):
@@ -24,11 +28,11 @@ def test_bad_messages_land_in_the_dlq_and_the_store_keeps_going(broker, processe
     c.publish("hhpc/dlqdev/reading", orjson.dumps({"v": 1, "source": "hhpc", "device": "dlqdev",
                                                     "ts": "noon", "metrics": {}}))            # schema
     c.publish("hhpc/dlqdev/reading", orjson.dumps({"v": 1, "source": "hhpc", "device": "dlqdev",
-                                                    "ts": 1000, "metrics": {"power_kw": 1.0}}))  # unknown metric
+                                                    "ts": T0, "metrics": {"power_kw": 1.0}}))  # unknown key
     c.publish("hhpc/otherdev/reading", orjson.dumps({"v": 1, "source": "hhpc", "device": "dlqdev",
-                                                      "ts": 1000, "metrics": {}}))            # wrong topic
+                                                      "ts": T0, "metrics": {}}))              # wrong topic
     c.publish("hhpc/dlqdev/reading", orjson.dumps({"v": 1, "source": "hhpc", "device": "dlqdev",
-                                                    "ts": 2000, "metrics": {"power_w": 42.0}}))  # good
+                                                    "ts": T0 + 60_000, "metrics": {"power_w": 42.0}}))  # good
     c.wait_for(lambda: len(c.on("wattbus/dlq/dlqstore")) >= 4, what="4 dead letters")
     reasons = [orjson.loads(p)["reason"] for _, p, _ in c.on("wattbus/dlq/dlqstore")]
     assert "malformed JSON" in reasons[0]
@@ -48,17 +52,17 @@ def test_bad_messages_land_in_the_dlq_and_the_store_keeps_going(broker, processe
         if got or time.monotonic() > deadline:
             break
         time.sleep(0.1)
-    assert got == [(2000, 42.0)]
+    assert got == [(T0 + 60_000, 42.0)]
     assert store.alive()
     assert store.terminate() == 0
 
 
-def test_sigterm_stops_a_producer_within_10_s_publishing_offline(broker, processes, collector_factory, tmp_path,
-                                                                  shared_dir):
+def test_sigterm_stops_a_producer_within_10_s_publishing_offline(broker, processes, collector_factory,
+                                                                  tmp_path):
     cfg = write_config(tmp_path / "wattbus.toml", broker, f"""
         [producer.termhouse]
         type = "hhpc"
-        dataset = "{shared_dir / 'fixtures/hhpc/seed_sample.txt'}"
+        dataset = "{DATA / 'seed_sample.txt'}"
         mode = "live"
         interval = 1
         """)
@@ -67,6 +71,7 @@ def test_sigterm_stops_a_producer_within_10_s_publishing_offline(broker, process
     c.wait_for(lambda: any(t == "wattbus/termhouse/status" and m == b"online" for t, m, _ in c.messages),
                what="online")
     c.wait_for(lambda: len(c.on("hhpc/termhouse/reading")) >= 1, what="a live reading")
+    c.wait_for(lambda: len(c.on("wattbus/termhouse/health")) >= 1, what="a health document")
     health = orjson.loads(c.on("wattbus/termhouse/health")[-1][1])
     assert health["process"] == "termhouse" and "counters" in health
     t0 = time.monotonic()

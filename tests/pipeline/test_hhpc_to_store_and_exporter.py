@@ -57,9 +57,9 @@ def scrape(port: int) -> str:
     return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
 
 
-def test_seed_rows_replayed_are_stored_once_with_units_and_exported(broker, processes, tmp_path, shared_dir):
+def test_seed_rows_replayed_are_stored_once_with_units_and_exported(broker, processes, tmp_path):
     dataset = tmp_path / "seed.txt"
-    shutil.copy(shared_dir / "fixtures/hhpc/seed_sample.txt", dataset)
+    shutil.copy(Path(__file__).parent / "data" / "seed_sample.txt", dataset)
     db, port = tmp_path / "w.db", free_port()
     cfg = write_config(tmp_path / "wattbus.toml", broker, f"""
         [producer.seedhouse]

@@ -39,6 +39,9 @@ class Ctx:
     def publish(self, topic, payload, retain=False, qos=1):
         self.published.append((topic, payload, retain))
 
+    def poison(self, reading, reason) -> None:
+        self.published.append(("wattbus/dlq/store", reason, False))
+
 
 class Switchable(SqliteSink):
     """A real SQLite sink that can be 'taken down': then every call fails like an unreachable server."""
