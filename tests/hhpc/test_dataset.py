@@ -21,8 +21,8 @@ from producers.hhpc.dataset import (
     local_to_epoch_ms,
 )
 from producers.hhpc.generate import generate_year
+from tests.conftest import SEED_SAMPLE
 
-SEED_SAMPLE = Path("/work/shared/fixtures/hhpc/seed_sample.txt")
 BRUSSELS = ZoneInfo("Europe/Brussels")
 
 # (power_w, reactive_power_var, voltage_v, current_a, sub1, sub2, sub3) of the seed's ten rows.

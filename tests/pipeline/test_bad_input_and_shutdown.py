@@ -54,11 +54,11 @@ def test_bad_messages_land_in_the_dlq_and_the_store_keeps_going(broker, processe
 
 
 def test_sigterm_stops_a_producer_within_10_s_publishing_offline(broker, processes, collector_factory, tmp_path,
-                                                                  shared_dir):
+                                                                  seed_sample):
     cfg = write_config(tmp_path / "wattbus.toml", broker, f"""
         [producer.termhouse]
         type = "hhpc"
-        dataset = "{shared_dir / 'fixtures/hhpc/seed_sample.txt'}"
+        dataset = "{seed_sample}"
         mode = "live"
         interval = 1
         """)
