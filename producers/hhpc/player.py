@@ -7,7 +7,9 @@ from datetime import datetime
 from pathlib import Path
 
 from bus.producer import ProducerContext
-from producers.hhpc.dataset import BadRow, Row, iter_epochs, iter_rows, load_year, local_to_epoch_ms
+from producers.hhpc.dataset import BadRow, Row, iter_rows
+from producers.hhpc.localtime import iter_epochs, local_to_epoch_ms
+from producers.hhpc.yeartable import load_year
 
 REPLAY_QUEUE_HIGH = 64
 """Replay waits while this many messages are still queued: replay is not a device, backpressure is fine."""

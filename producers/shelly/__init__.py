@@ -7,16 +7,15 @@ outages from the device's minute records.  See README.md.
 
 from __future__ import annotations
 
-import os
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
 import msgspec
 
 from bus.config import ConfigError, PluginConfig
 from bus.envelope import NAME_PATTERN
+from bus.secrets import SecretError, read_secret
 
 if TYPE_CHECKING:
     from bus.producer import ProducerContext
@@ -122,18 +121,11 @@ class DeviceSpec:
 
 
 def _password(section: str, path: str | None, env: str | None) -> str | None:
-    if path:
-        try:
-            return Path(path).read_text("utf-8").strip()
-        except OSError as exc:
-            raise ConfigError([f"producer.{section}.password_file: cannot read {path}: "
-                               f"{exc.strerror or exc}"]) from None
-    if env:
-        value = os.environ.get(env)
-        if value is None:
-            raise ConfigError([f"producer.{section}.password_env: environment variable {env} is not set"])
-        return value
-    return None
+    try:
+        return read_secret(path, env, env_required=True)
+    except SecretError as exc:
+        key = "password_file" if path else "password_env"
+        raise ConfigError([f"producer.{section}.{key}: {exc}"]) from None
 
 
 def run(ctx: "ProducerContext", cfg: Config) -> None:
