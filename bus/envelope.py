@@ -13,12 +13,14 @@ from typing import Annotated, Any, Literal
 import msgspec
 import orjson
 
+from producers.registry import PRODUCERS
 from schemas import METRICS
 
-SOURCES = ("adc", "hhpc", "shelly", "p1", "sim")
+SOURCES = tuple(PRODUCERS)
+"""Every registered producer type; the producer registry is the one list (a plain table: no plugin loads)."""
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 
-Source = Literal["adc", "hhpc", "shelly", "p1", "sim"]
+Source = Literal[SOURCES]  # type: ignore[valid-type]
 Name = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN)]
 Millis = Annotated[int, msgspec.Meta(ge=0, le=32503680000000)]
 Quality = Literal["ok", "missing", "estimated"]

@@ -77,6 +77,7 @@ class BusClient:
         self.connected = threading.Event()
         self.server_receive_maximum = 65535
         self._subs: dict[str, tuple[str, int, Callback]] = {}  # filter (no prefix) -> (match filter, qos, cb)
+        self._outside: set[str] = set()  # filters subscribed as they are, without the site prefix
         self._unclaimed: list[Message] = []
         self._subacks: dict[int, tuple[threading.Event, list[str]]] = {}
         self._early_subacks: set[int] = set()
@@ -119,6 +120,10 @@ class BusClient:
             return f"$share/{group}/{self.prefix}{rest}"
         return self.prefix + topic
 
+    def _on_wire(self, topic_filter: str) -> str:
+        """A subscription's filter as the broker sees it."""
+        return topic_filter if topic_filter in self._outside else self.full(topic_filter)
+
     def strip(self, topic: str) -> str:
         return topic[len(self.prefix):] if self.prefix and topic.startswith(self.prefix) else topic
 
@@ -156,14 +161,18 @@ class BusClient:
     def publish(self, topic: str, payload: Payload, *, qos: int = 1, retain: bool = False) -> paho.MQTTMessageInfo:
         return self._client.publish(self.full(topic), encode_payload(payload), qos=qos, retain=retain)
 
-    def subscribe(self, topic_filter: str, callback: Callback, *, qos: int = 1) -> threading.Event | None:
+    def subscribe(self, topic_filter: str, callback: Callback, *, qos: int = 1,
+                  outside_prefix: bool = False) -> threading.Event | None:
         """Route messages matching ``topic_filter`` (prefix-free; ``$share/`` allowed) to ``callback``.
 
         Returns an event set when the broker acknowledged the subscription (None when not connected yet:
-        it is then made on connect). Retained messages follow the acknowledgement.
+        it is then made on connect). Retained messages follow the acknowledgement. ``outside_prefix``: a
+        topic that is not wattbus's (a device's own), used as it is; its messages keep their full topic.
         """
         match = topic_filter.split("/", 2)[2] if topic_filter.startswith("$share/") else topic_filter
         with self._lock:  # same lock as _on_connect's snapshot: a filter is never missed by both
+            if outside_prefix and self.prefix:
+                self._outside.add(topic_filter)
             self._subs[topic_filter] = (match, qos, callback)
             now = self.connected.is_set()
             claimed = [m for m in self._unclaimed if paho.topic_matches_sub(match, m.topic)]
@@ -171,7 +180,7 @@ class BusClient:
         for msg in claimed:
             self._dispatch(callback, msg)
         if now:
-            rc, mid = self._client.subscribe(self.full(topic_filter),
+            rc, mid = self._client.subscribe(self._on_wire(topic_filter),
                                              options=SubscribeOptions(qos=qos, retainHandling=1))
             if rc == 0 and mid is not None:
                 acked = threading.Event()
@@ -183,7 +192,8 @@ class BusClient:
         with self._lock:
             self._subs.pop(topic_filter, None)
         if self.connected.is_set():
-            self._client.unsubscribe(self.full(topic_filter))
+            self._client.unsubscribe(self._on_wire(topic_filter))
+        self._outside.discard(topic_filter)
 
     def ack(self, msg: Message) -> None:
         if self.manual_ack and msg.qos > 0:
@@ -203,7 +213,7 @@ class BusClient:
             subs = list(self._subs.items())
             self.connected.set()
         if subs:
-            rc, mid = client.subscribe([(self.full(f), SubscribeOptions(qos=q, retainHandling=1))
+            rc, mid = client.subscribe([(self._on_wire(f), SubscribeOptions(qos=q, retainHandling=1))
                                         for f, (_, q, _) in subs])
             if rc == 0 and mid is not None:
                 self._expect_suback(mid, threading.Event(), [f for f, _ in subs])
@@ -249,8 +259,12 @@ class BusClient:
         topic = self.strip(m.topic)
         msg = Message(topic, m.payload, m.mid, m.qos, m.retain, self)
         with self._lock:
-            for match, _, cb in self._subs.values():
-                if paho.topic_matches_sub(match, topic):
+            for flt, (match, _, cb) in self._subs.items():
+                if flt in self._outside and paho.topic_matches_sub(match, m.topic):
+                    msg.topic = m.topic  # a device's own topic: as it is
+                    break
+                if flt not in self._outside and m.topic.startswith(self.prefix) and \
+                        paho.topic_matches_sub(match, topic):
                     break
             else:
                 # A resumed session delivers queued messages right after CONNACK, possibly before the

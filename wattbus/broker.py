@@ -69,8 +69,8 @@ class Broker:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "Broker":
-        self.proc = subprocess.Popen([self.binary, "-c", str(self.conf)], stdout=open(self.log, "ab"), start_new_session=True,
-                                     stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen([self.binary, "-c", str(self.conf)], stdout=open(self.log, "ab"),
+                                     stderr=subprocess.STDOUT, start_new_session=True)
         try:
             wait_port(self.port)
         except TimeoutError:

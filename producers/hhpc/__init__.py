@@ -64,6 +64,22 @@ def run(ctx: ProducerContext, cfg: Config) -> None:
     play(ctx, cfg)
 
 
+def emulator(argv: list[str]) -> int:
+    """``wattbus emulate hhpc --year 2024 --out FILE``: the dataset this producer reads, a synthetic year."""
+    import argparse
+
+    from producers.hhpc.generate import generate_year
+
+    ap = argparse.ArgumentParser(prog="wattbus emulate hhpc", description=emulator.__doc__)
+    ap.add_argument("--year", type=int, default=2024)
+    ap.add_argument("--out", required=True, help="the dataset file to write")
+    ap.add_argument("--seed", type=int, default=0, help="same seed, same year")
+    args = ap.parse_args(argv)
+    rows = generate_year(args.year, args.out, seed=args.seed)
+    print(f"wrote {rows} rows to {args.out}", flush=True)
+    return 0
+
+
 def bench(argv: list[str]) -> int:
     from producers.hhpc.bench import bench as replay
 
@@ -80,5 +96,5 @@ def demo_data(folder: Path) -> None:
         generate_year(2024, path, seed=0)
 
 
-PLUGIN = Plugin("producer", "hhpc", Config, run, bench=bench, demo=Path(__file__).with_name("demo.toml"),
-                demo_data=demo_data)
+PLUGIN = Plugin("producer", "hhpc", Config, run, emulator=emulator, bench=bench,
+                demo=Path(__file__).with_name("demo.toml"), demo_data=demo_data)

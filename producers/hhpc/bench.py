@@ -1,4 +1,4 @@
-"""``wattbus bench hhpc`` (also ``wattbus bench replay``): the generated year through a real broker into a store.
+"""``wattbus bench replay`` (the hhpc bench): a generated year through a real broker into a store.
 
 Pushes a whole generated year of the household dataset through a private Mosquitto into a store at QoS 1, as
 real ``wattbus run`` processes, then the naive way (one publish and one INSERT + commit per reading) on a
@@ -149,7 +149,7 @@ batch_wait = {0.05 if store_batch > 1 else 0}
 
     def start(name: str) -> subprocess.Popen:
         return subprocess.Popen([sys.executable, "-m", "wattbus", "-c", str(cfg), "run", name],
-                                stdout=open(work / f"{name}.log", "ab"), stderr=subprocess.STDOUT, env=dict(os.environ))
+                                stdout=open(work / f"{name}.log", "ab"), stderr=subprocess.STDOUT)
 
     health = _HealthWatch(broker.port, topics.process_health(store_name))
     sink = open_sink(sink_url)

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
 import msgspec
 
 from bus.config import ConfigError, PluginConfig
 from bus.envelope import NAME_PATTERN
+from bus.plugin import Plugin
 from bus.secrets import SecretError, read_secret
 
 if TYPE_CHECKING:
@@ -128,9 +130,10 @@ def _password(section: str, path: str | None, env: str | None) -> str | None:
         raise ConfigError([f"producer.{section}.{key}: {exc}"]) from None
 
 
-def run(ctx: "ProducerContext", cfg: Config) -> None:
+def run(ctx: ProducerContext, cfg: Config) -> None:
     """Poll (or follow) every configured device until ``ctx.stopping`` is set."""
-    from .device import StateSaver
+    from bus.state import StateSaver
+
     from .follower import MqttFollower
     from .poller import DevicePoller
 
@@ -154,4 +157,13 @@ def run(ctx: "ProducerContext", cfg: Config) -> None:
         ctx.log.warning("stopping before the broker acknowledged every reading: last state not saved")
 
 
-__all__ = ["Config", "DeviceEntry", "DeviceSpec", "run"]
+def emulator(argv: list[str]) -> int:
+    """``wattbus emulate shelly``: a Pro 3EM over HTTP RPC (``emulator.py``)."""
+    from .emulator import main
+
+    return main(argv)
+
+
+PLUGIN = Plugin("producer", "shelly", Config, run, emulator=emulator, demo=Path(__file__).with_name("demo.toml"))
+
+__all__ = ["Config", "DeviceEntry", "DeviceSpec", "PLUGIN", "run"]
