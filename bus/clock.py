@@ -49,7 +49,11 @@ class EmulatedClock:
     """Emulated time: starts at ``start`` (epoch seconds; default now) and runs ``speed`` times faster than the
     host (``speed = 0``: only when moved). Calling the clock returns ``now()``, so it fits any ``() -> float``."""
 
-    def __init__(self, start: float | None = None, speed: float = 0.0) -> None:
+    def __init__(self, start: float | None = None, speed: float = 0.0, *, idle_from: Clock | None = None,
+                 idle_gap_s: float = 0.1) -> None:
+        """``idle_from``: a standing clock still jumps over the idle gaps of that clock that are longer than
+        ``idle_gap_s`` (an emulated chip keeps exact time while it is busy, and follows the wall clock while
+        its reader waits for the next interval)."""
         if speed < 0:
             raise ValueError("speed must be >= 0")
         self.speed = speed
@@ -58,11 +62,23 @@ class EmulatedClock:
         self._host0_ns = time.monotonic_ns()
         self.start = self._base_ns / NS
         """Where this clock's timeline began (epoch seconds)."""
+        self._idle_from, self._idle_gap_s = idle_from, idle_gap_s
+        self._idle_last = idle_from.now() if idle_from is not None else 0.0
 
     def now_ns(self) -> int:
+        if self._idle_from is not None:
+            self._skip_idle_gap()
         if not self.speed:
             return self._base_ns
         return self._base_ns + round((time.monotonic_ns() - self._host0_ns) * self.speed)
+
+    def _skip_idle_gap(self) -> None:
+        assert self._idle_from is not None
+        with self._lock:
+            seen = self._idle_from.now()
+            gap, self._idle_last = seen - self._idle_last, seen
+            if gap > self._idle_gap_s:
+                self._base_ns += round(gap * NS)
 
     def now(self) -> float:
         return self.now_ns() / NS
@@ -76,7 +92,7 @@ class EmulatedClock:
     def advance_ns(self, ns: int) -> int:
         with self._lock:
             self._base_ns += max(0, ns)
-            return self.now_ns()
+        return self.now_ns()
 
     def set(self, t: float) -> None:
         """Put the clock at ``t`` (epoch seconds), forwards or back (a test's "the device clock was reset")."""

@@ -174,9 +174,8 @@ class Mcp3208Emulator:
         for ch in self.channels:
             if not 0 <= ch <= 7:
                 raise ValueError(f"MCP3208 channel {ch} does not exist (0..7)")
-        self.clock = EmulatedClock(start=0.0, speed=0.0)
+        self.clock = EmulatedClock(start=0.0, speed=0.0, idle_from=self.realtime, idle_gap_s=self.resync_gap_s)
         """Emulated time: each conversion advances it by ``sample_period_s``; the reader's pacing jumps it."""
-        self._last_real = self.realtime.now() if self.realtime else 0.0
         self._rng = np.random.default_rng(self.seed)
         self._noise: list[float] = []
         self._period_ns = max(1, round(self.sample_period_s * 1e9))
@@ -197,7 +196,6 @@ class Mcp3208Emulator:
         if not self._open:
             raise OSError(9, "Bad file descriptor (SpiDev not open)")
         tx = bytes(data)  # ValueError for values outside 0..255, as spidev refuses them too
-        self._follow_realtime()
         key = (tx, self.mode, self.lsbfirst, self.cshigh)
         plan = self._plans.get(key)
         if plan is None:
@@ -217,15 +215,6 @@ class Mcp3208Emulator:
         if self.lsbfirst:
             rx = rx.translate(_REVERSE8)
         return list(rx)
-
-    def _follow_realtime(self) -> None:
-        """An idle gap in ``realtime`` (the producer waiting for its next interval) moves emulated time."""
-        if self.realtime is None:
-            return
-        real = self.realtime.now()
-        gap, self._last_real = real - self._last_real, real
-        if gap > self.resync_gap_s:
-            self.clock.advance(gap)
 
     # -- the chip ---------------------------------------------------------------------------------------
     def pin_volts(self, channel: int, t_s: float) -> float:

@@ -13,13 +13,15 @@ from textwrap import dedent
 REPO = Path(__file__).resolve().parents[2]
 
 
-def write_config(path: Path, broker, body: str = "", *, site_tz: str = "Europe/Brussels") -> Path:
-    """A wattbus.toml pointing at ``broker``, plus ``body`` (producer/consumer sections)."""
+def write_config(path: Path, broker, body: str = "", *, site_tz: str = "Europe/Brussels", mqtt: str = "") -> Path:
+    """A wattbus.toml pointing at ``broker``, plus ``body`` (producer/consumer sections); ``mqtt``: more
+    ``[mqtt]`` keys (``topic_prefix = "home1/"``, ``username = ...``)."""
     path.write_text(dedent(f"""\
         [mqtt]
         host = "{broker.host}"
         port = {broker.port}
         keepalive = 5
+        {mqtt}
 
         [site]
         timezone = "{site_tz}"
