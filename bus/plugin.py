@@ -4,7 +4,8 @@ A plugin is one folder plus one registry line (``producers/registry.py``, ``cons
 package). The package exposes ``PLUGIN = Plugin(...)``; everything that walks plugins reads only this record:
 config loading and ``check-config`` (``config``), ``wattbus run`` (``run``), ``wattbus emulate`` (``emulator``),
 ``wattbus bench`` (``bench``), ``wattbus demo`` (``demo``, ``demo_data``, ``links``) and ``wattbus export``
-(``readings_sink``). The CLI never imports a plugin's modules by name.
+(``readings_sink``); a test checks ``metrics`` against the metrics table. The CLI never imports a plugin's
+modules by name.
 
 Keep ``__init__.py`` light: ``check-config`` imports every plugin's ``Config``. ``run``, the emulator and the
 bench are small functions in ``__init__.py`` that import the heavy modules when called.
@@ -15,7 +16,7 @@ to them): :func:`describe` fills in the rest, so a plugin needs the record only 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -57,6 +58,8 @@ class Plugin:
     """What a user opens for a configured instance: label -> URL (``wattbus demo`` prints them)."""
     readings_sink: Callable[[Any], str] | None = None
     """The sink URL where a configured instance stores readings (``wattbus export`` reads it)."""
+    metrics: Callable[[], Iterable[str]] | None = None
+    """Every metric key the plugin's device tables map to (a test checks each is a row of metrics.toml)."""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:

@@ -86,6 +86,13 @@ def bench(argv: list[str]) -> int:
     return replay(argv)
 
 
+def metric_keys() -> list[str]:
+    """What the dataset's columns (and the metrics derived from them) become."""
+    from producers.hhpc.dataset import COLUMNS, DERIVED
+
+    return [c.metric for c in COLUMNS.values()] + list(DERIVED)
+
+
 def demo_data(folder: Path) -> None:
     """The demo's dataset: the 2024 year, generated once (about two seconds)."""
     path = folder / DEMO_DATASET
@@ -97,4 +104,4 @@ def demo_data(folder: Path) -> None:
 
 
 PLUGIN = Plugin("producer", "hhpc", Config, run, emulator=emulator, bench=bench,
-                demo=Path(__file__).with_name("demo.toml"), demo_data=demo_data)
+                demo=Path(__file__).with_name("demo.toml"), demo_data=demo_data, metrics=metric_keys)

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from bus.config import PluginConfig
 from bus.envelope import NAME_PATTERN
 from bus.plugin import Plugin
-from producers.p1.obis import VERSIONS
+from producers.p1.obis import VERSIONS, metric_keys
 from producers.p1.reader import parse_tcp
 
 if TYPE_CHECKING:
@@ -84,6 +84,7 @@ def emulator(argv: list[str]) -> int:
     return main(argv)
 
 
-PLUGIN = Plugin("producer", "p1", Config, run, emulator=emulator, demo=Path(__file__).with_name("demo.toml"))
+PLUGIN = Plugin("producer", "p1", Config, run, emulator=emulator, demo=Path(__file__).with_name("demo.toml"),
+                metrics=metric_keys)
 
 __all__ = ["Config", "PLUGIN", "run"]

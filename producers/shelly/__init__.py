@@ -17,6 +17,8 @@ import msgspec
 from bus.config import ConfigError, PluginConfig
 from bus.envelope import NAME_PATTERN
 from bus.plugin import Plugin
+
+from .fields import metric_keys
 from bus.secrets import SecretError, read_secret
 
 if TYPE_CHECKING:
@@ -164,6 +166,7 @@ def emulator(argv: list[str]) -> int:
     return main(argv)
 
 
-PLUGIN = Plugin("producer", "shelly", Config, run, emulator=emulator, demo=Path(__file__).with_name("demo.toml"))
+PLUGIN = Plugin("producer", "shelly", Config, run, emulator=emulator, demo=Path(__file__).with_name("demo.toml"),
+                metrics=metric_keys)
 
 __all__ = ["Config", "DeviceEntry", "DeviceSpec", "PLUGIN", "run"]

@@ -201,6 +201,16 @@ MONOPHASE = MeterLayout(
 PROFILES = {p.name: p for p in (TRIPHASE, MONOPHASE)}
 
 
+def metric_keys() -> set[str]:
+    """Every metric key the tables above name, both directions (``inverted``) included."""
+    keys = set(COUNTER_METRICS)
+    for layout in PROFILES.values():
+        for f in (*layout.live, *layout.records):
+            keys.update(k for k in (f.metric, f.inverted) if k)
+        keys.update(d.metric for d in (*layout.live_derived, *layout.record_derived))
+    return keys
+
+
 def profile_for(name: str | None, components: Iterable[str] = ()) -> MeterLayout:
     """The profile named by ``Shelly.GetDeviceInfo``, else guessed from the components seen."""
     if name in PROFILES:
