@@ -21,7 +21,7 @@ def write_config(path: Path, broker, body: str = "", *, site_tz: str = "Europe/B
         host = "{broker.host}"
         port = {broker.port}
         keepalive = 5
-        {mqtt}
+        """) + dedent(mqtt) + dedent(f"""
 
         [site]
         timezone = "{site_tz}"
