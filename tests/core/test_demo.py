@@ -16,6 +16,7 @@ import pytest
 
 from bus.config import ConfigError, parse_config
 from producers.registry import PRODUCERS
+from tests.support.processes import children_of
 from wattbus.demo import Ports, compose
 from wattbus.plugins import plugin, plugins, resolve
 
@@ -94,7 +95,7 @@ def test_the_demo_runs_every_producer_into_the_store_and_onto_metrics(tmp_path):
             missing = {s for s in PRODUCERS if not (s in stored and f'source="{s}"' in page)}
         assert not missing, f"no reading of {sorted(missing)} in the store and on /metrics:\n" \
                             f"{(tmp_path / 'demo.log').read_text()[-4000:]}"
-        children = _children(demo.pid)
+        children = list(children_of(demo.pid))
         assert len(children) >= 3 + len(PRODUCERS) + 2, "broker, hardware, producers, consumers"
     finally:
         demo.send_signal(signal.SIGTERM)
@@ -117,17 +118,3 @@ def _get(url: str) -> str:
         return urllib.request.urlopen(url, timeout=5).read().decode()
     except OSError:
         return ""
-
-
-def _children(pid: int) -> list[int]:
-    """The processes whose parent is ``pid``."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                stat = (proc / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(proc.name))
-    return found

@@ -12,23 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import unique
-from tests.support.processes import REPO, write_config
-
-
-def children(pid: int) -> dict[int, str]:
-    """pid -> command line of the processes whose parent is ``pid``."""
-    found = {}
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except (OSError, ValueError, IndexError):
-            continue
-        if ppid == pid:
-            found[int(proc.name)] = cmdline
-    return found
+from tests.support.processes import REPO, children_of, write_config
 
 
 def wait_until(predicate, timeout: float, what: str):
@@ -59,7 +43,7 @@ def test_a_killed_child_is_restarted_and_sigterm_stops_everything(broker, collec
                           env=dict(os.environ, PYTHONPATH=str(REPO)))
     try:
         def producer_pid() -> int | None:
-            return next((pid for pid, cmd in children(up.pid).items() if f"run {house}" in cmd), None)
+            return next((pid for pid, cmd in children_of(up.pid).items() if f"run {house}" in cmd), None)
 
         first = wait_until(producer_pid, 20, "the producer child")
         status.wait_for(lambda: any(m == b"online" for _, m, _ in status.messages), what="online")
@@ -68,7 +52,7 @@ def test_a_killed_child_is_restarted_and_sigterm_stops_everything(broker, collec
         second = wait_until(lambda: (pid := producer_pid()) and pid != first and pid, 20, "a new producer")
         status.wait_for(lambda: status.messages[-1][1] == b"online", what="online again")
         assert f"{house} exited with -9; restarting" in (tmp_path / "up.log").read_text()
-        both = set(children(up.pid))
+        both = set(children_of(up.pid))
         assert second in both and len(both) == 2
     finally:
         up.send_signal(signal.SIGTERM)
