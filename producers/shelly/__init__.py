@@ -17,9 +17,9 @@ import msgspec
 from bus.config import ConfigError, PluginConfig
 from bus.envelope import NAME_PATTERN
 from bus.plugin import Plugin
+from bus.secrets import SecretError, read_secret
 
 from .fields import metric_keys
-from bus.secrets import SecretError, read_secret
 
 if TYPE_CHECKING:
     from bus.producer import ProducerContext
