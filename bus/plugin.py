@@ -47,7 +47,8 @@ class Plugin:
     run: Run
     """The process body: runs until ``ctx.stopping`` is set."""
     emulator: Main | None = None
-    """``wattbus emulate TYPE ...``: the device at its real interface (also the demo's hardware)."""
+    """``wattbus emulate TYPE ...``: the device at its real interface (also the demo's hardware). It prints one
+    line once it is ready (where it listens), then serves until SIGTERM."""
     bench: Main | None = None
     """``wattbus bench TYPE ...``: prints measured figures."""
     demo: Path | None = None

@@ -36,13 +36,11 @@ PLACEHOLDER = re.compile(r"\$\{([^}]*)\}")
 EMULATOR_TABLE = "emulator"
 HEADER = """\
 # Written by `wattbus demo` from every plugin's demo.toml. Copy it as a starting point for your own
-# wattbus.toml (README: Configuration reference).
+# wattbus.toml (README: Configuration reference). [site] is left to its defaults (Europe/Brussels) unless a
+# fragment sets it.
 [mqtt]
 host = "127.0.0.1"
 port = {mqtt_port}
-
-[site]
-timezone = "Europe/Brussels"
 """
 
 
@@ -70,9 +68,9 @@ class DemoConfig:
 
 def compose(fragments: list[tuple[Plugin, Path]], *, data: Path, mqtt_port: int, ports: Ports) -> DemoConfig:
     """Substitute every fragment's placeholders, check that no two define the same table, set the emulator
-    tables apart, and join the rest under the demo's [mqtt] and [site]."""
+    tables apart, and join the rest under the demo's [mqtt]."""
     values = {"data": str(data), "sink": f"sqlite:///{data / 'wattbus.db'}", "mqtt_port": str(mqtt_port)}
-    owner: dict[tuple[str, ...], Path] = {("mqtt",): Path(__file__), ("site",): Path(__file__)}
+    owner: dict[tuple[str, ...], Path] = {("mqtt",): Path(__file__)}  # the demo's broker
     parts = [HEADER.format(mqtt_port=mqtt_port)]
     hardware: dict[str, list[str]] = {}
     for p, path in fragments:
