@@ -78,7 +78,8 @@ class Broker:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.conf = self.dir / "mosquitto.conf"
         self.tls_port = tls_port
-        self.conf.write_text(render_conf(conf, self.port, self.dir, extra, tls_port=tls_port, settings=settings))
+        self.conf.write_text(render_conf(conf, self.port, self.dir, extra, tls_port=tls_port,
+                                         settings=settings))
         self.log = self.dir / "mosquitto.log"
         self.proc: subprocess.Popen | None = None
 

@@ -240,7 +240,6 @@ class ShellyDevice:
             out["next_record_ts"] = rest[0][0]
         return out
 
-
     # -- RPC ---------------------------------------------------------------------------------------
     def rpc(self, method: str, params: dict[str, Any]) -> Any:
         """Answer one RPC call (no transport, no faults), through the method tables below."""
@@ -288,8 +287,10 @@ GLOBAL_METHODS: dict[str, Callable[[ShellyDevice, float], Any]] = {
 
 def _cleared(action: Callable[[Meter], None]) -> Handler:
     """A method that changes the meter and answers null."""
+
     def handler(d: ShellyDevice, c: Call) -> None:
         action(d.meter)
+
     return handler
 
 

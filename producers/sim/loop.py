@@ -118,7 +118,7 @@ class Meters:
         self.ctx.publish(topics.device_config(self.ctx.source, meter.serial), body, retain=True)
 
     def on_config(self, meter: SimMeter, topic: str, payload: bytes) -> None:
-        """A remote change on ``sim/{serial}/config/set`` (MQTT thread): applied, or refused with the reason."""
+        """A remote change on ``sim/{serial}/config/set`` (MQTT thread): applied, or refused, with why."""
         ctx = self.ctx
         try:
             request = orjson.loads(payload) if payload.strip() else {}

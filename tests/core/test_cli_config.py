@@ -112,7 +112,8 @@ def test_a_misspelt_table_or_top_level_key_suggests_the_right_one(tmp_path):
 
 def test_an_unreadable_mqtt_password_file_exits_2_naming_the_key(tmp_path):
     cfg = tmp_path / "wattbus.toml"
-    cfg.write_text(GOOD.replace("port = 1883", f'port = 1883\nusername = "house"\npassword_file = "{tmp_path}/nope"'))
+    nope = tmp_path / "nope"
+    cfg.write_text(GOOD.replace("port = 1883", f'port = 1883\nusername = "house"\npassword_file = "{nope}"'))
     r = run_cli("-c", str(cfg), "run", "house", timeout=30)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "mqtt.password_file: cannot read" in r.stderr and "nope" in r.stderr

@@ -54,8 +54,8 @@ def test_without_free_ports_the_standard_ports_are_used(tmp_path):
 
 def test_a_new_plugins_fragment_joins_without_an_edit_and_clashes_are_named(tmp_path):
     extra = tmp_path / "demo.toml"
-    extra.write_text('# a later consumer\n[consumer.api]\ntype = "store"\nsink = "${sink}"\n[tariff]\nflat = 0.3\n'
-                     '[site]\ntimezone = "Europe/Amsterdam"\n')
+    extra.write_text('# a later consumer\n[consumer.api]\ntype = "store"\nsink = "${sink}"\n'
+                     '[tariff]\nflat = 0.3\n[site]\ntimezone = "Europe/Amsterdam"\n')
     demo = compose([*fragments(), (plugin("consumer", "store"), extra)], data=tmp_path, mqtt_port=1,
                    ports=Ports(free=True))
     assert "[consumer.api]" in demo.text and "[tariff]" in demo.text and "Europe/Amsterdam" in demo.text

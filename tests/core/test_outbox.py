@@ -1,5 +1,5 @@
-"""The producer's offline queue (``bus.outbox``), in memory and on disk: order, a full queue dropping the oldest
-waiting message and counting it, in-flight messages never dropped, and a count that never drifts.
+"""The producer's offline queue (``bus.outbox``), in memory and on disk: order, a full queue dropping the
+oldest waiting message and counting it, in-flight messages never dropped, and a count that never drifts.
 
 A hypothesis state machine runs random sequences of what the sender and the device loop do (put, take, the
 broker's acknowledgement, a failed hand-over) against a model of what the queue must hold.

@@ -25,7 +25,8 @@ def wait_until(predicate, timeout: float, what: str):
 
 
 @pytest.mark.slow
-def test_a_killed_child_is_restarted_and_sigterm_stops_everything(broker, collector_factory, seed_sample, tmp_path):
+def test_a_killed_child_is_restarted_and_sigterm_stops_everything(broker, collector_factory, seed_sample,
+                                                                   tmp_path):
     house = unique("house")
     cfg = write_config(tmp_path / "wattbus.toml", broker, f"""
         [producer.{house}]

@@ -199,8 +199,8 @@ def test_the_emulator_command_serves_generated_telegrams_over_tcp():
     from producers.p1.obis import VERSIONS
     from producers.p1.reader import Decoded, P1Reader
 
-    proc = subprocess.Popen([sys.executable, "-m", "wattbus", "emulate", "p1", "--tcp", "127.0.0.1:0", "--dsmr", "5B",
-                             "--period", "0.05", "--step", "1", "--start", "2025-03-30T00:59:58Z"],
+    proc = subprocess.Popen([sys.executable, "-m", "wattbus", "emulate", "p1", "--tcp", "127.0.0.1:0",
+                             "--dsmr", "5B", "--period", "0.05", "--step", "1", "--start", "2025-03-30T00:59:58Z"],
                             stdout=subprocess.PIPE, text=True)
     try:
         kind, where = proc.stdout.readline().split()

@@ -28,10 +28,11 @@ pytestmark = pytest.mark.skipif(shutil.which("mosquitto_passwd") is None or shut
 def secure_broker(tmp_path):
     """Mosquitto from mosquitto.prod.conf: users made by make-user.sh, certificates by make-test-ca.sh."""
     certs, secrets, passwd = tmp_path / "certs", tmp_path / "secrets", tmp_path / "passwd"
-    subprocess.run(["sh", str(REPO / "mosquitto/make-test-ca.sh"), str(certs)], check=True, capture_output=True)
+    subprocess.run(["sh", str(REPO / "mosquitto/make-test-ca.sh"), str(certs)], check=True,
+                   capture_output=True)
     for user in ("hhpc", "store"):
-        subprocess.run(["sh", str(REPO / "mosquitto/make-user.sh"), user, str(passwd), str(secrets)], check=True,
-                       capture_output=True)
+        subprocess.run(["sh", str(REPO / "mosquitto/make-user.sh"), user, str(passwd), str(secrets)],
+                       check=True, capture_output=True)
     b = Broker(tmp_path / "mosquitto", conf=PROD_CONF, tls_port=free_port(), settings={
         "password_file": str(passwd), "acl_file": str(REPO / "mosquitto/acl"),
         "certfile": str(certs / "server.crt"), "keyfile": str(certs / "server.key"),
@@ -52,7 +53,8 @@ def as_user(path, broker, user: str, body: str, password_file=None):
 
 
 @pytest.mark.slow
-def test_each_process_with_its_own_password_delivers_over_tls(secure_broker, processes, seed_sample, tmp_path):
+def test_each_process_with_its_own_password_delivers_over_tls(secure_broker, processes, seed_sample,
+                                                              tmp_path):
     db = tmp_path / "w.db"
     house = unique("house")
     store_cfg = as_user(tmp_path / "store.toml", secure_broker, "store", f"""

@@ -24,7 +24,8 @@ def shelly_context(clock: EmulatedClock | None = None, *, states: dict[str, dict
     return RecordingContext("shelly", name, clock=clock, states=states)
 
 
-def make_poller(ctx: RecordingContext, emu, *, device: str = "mains", role: str = "grid", **cfg: Any) -> DevicePoller:
+def make_poller(ctx: RecordingContext, emu, *, device: str = "mains", role: str = "grid",
+                **cfg: Any) -> DevicePoller:
     """A real DevicePoller (real httpx client, real retries) on the fake context and clock."""
     cfg.setdefault("interval", 60.0)
     cfg.setdefault("timeout", 2.0)

@@ -133,8 +133,8 @@ def test_rpc_errors_are_not_retried():
 
 def test_emulator_command_line_serves_and_stops_on_sigterm(tmp_path):
     (tmp_path / "pw").write_text("pw\n")
-    proc = subprocess.Popen([sys.executable, "-m", "wattbus", "emulate", "shelly", "--port", "0", "--role", "solar",
-                             "--profile", "monophase", "--auth-file", str(tmp_path / "pw"),
+    proc = subprocess.Popen([sys.executable, "-m", "wattbus", "emulate", "shelly", "--port", "0",
+                             "--role", "solar", "--profile", "monophase", "--auth-file", str(tmp_path / "pw"),
                              "--faults", "http500:0.0"],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -148,9 +148,10 @@ def test_emulator_command_line_serves_and_stops_on_sigterm(tmp_path):
         assert proc.wait(10) == 0
     finally:
         proc.kill()
-    bad = subprocess.run([sys.executable, "-m", "wattbus", "emulate", "shelly", "--port", "0", "--faults", "fire"],
-                         cwd=REPO, capture_output=True, text=True, timeout=30)
+    bad = subprocess.run([sys.executable, "-m", "wattbus", "emulate", "shelly", "--port", "0",
+                          "--faults", "fire"], cwd=REPO, capture_output=True, text=True, timeout=30)
     assert bad.returncode == 2 and "unknown fault 'fire'" in bad.stderr
-    nopass = subprocess.run([sys.executable, "-m", "wattbus", "emulate", "shelly", "--port", "0", "--auth-env",
-                             "WATTBUS_TEST_UNSET_VARIABLE"], cwd=REPO, capture_output=True, text=True, timeout=30)
+    nopass = subprocess.run([sys.executable, "-m", "wattbus", "emulate", "shelly", "--port", "0",
+                             "--auth-env", "WATTBUS_TEST_UNSET_VARIABLE"],
+                            cwd=REPO, capture_output=True, text=True, timeout=30)
     assert nopass.returncode == 2 and "WATTBUS_TEST_UNSET_VARIABLE is not set" in nopass.stderr

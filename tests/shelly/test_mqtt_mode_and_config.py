@@ -122,8 +122,8 @@ def test_sample_config_is_valid(tmp_path):
 
 
 @pytest.mark.slow
-def test_mqtt_mode_follows_the_device_topics_outside_the_sites_topic_prefix(broker, processes, collector_factory,
-                                                                            tmp_path):
+def test_mqtt_mode_follows_the_device_topics_outside_the_sites_topic_prefix(broker, processes,
+                                                                            collector_factory, tmp_path):
     """The device publishes where it was told (``<its prefix>/status/...``), whatever the site calls itself:
     with ``topic_prefix = "site7/"`` the producer still hears it, and its readings go under the prefix."""
     device_prefix = unique("shellypro3em-")

@@ -13,7 +13,8 @@ from textwrap import dedent
 REPO = Path(__file__).resolve().parents[2]
 
 
-def write_config(path: Path, broker, body: str = "", *, site_tz: str = "Europe/Brussels", mqtt: str = "") -> Path:
+def write_config(path: Path, broker, body: str = "", *, site_tz: str = "Europe/Brussels",
+                 mqtt: str = "") -> Path:
     """A wattbus.toml pointing at ``broker``, plus ``body`` (producer/consumer sections); ``mqtt``: more
     ``[mqtt]`` keys (``topic_prefix = "home1/"``, ``username = ...``)."""
     path.write_text(dedent(f"""\
