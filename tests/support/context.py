@@ -54,7 +54,7 @@ class RecordingContext:
             if self.stop_after_waits <= 0:
                 self.stopping.set()
         if self.clock is None:
-            return self.stopping.wait(max(0.0, seconds)) if not self.stopping.is_set() else True
+            return self.stopping.wait(max(0.0, seconds))
         now = self.clock.advance(max(0.0, seconds))
         while self._scheduled and self._scheduled[0][0] <= now:
             _, action = self._scheduled.pop(0)
