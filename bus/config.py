@@ -20,8 +20,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import msgspec
 
 from bus.envelope import NAME_RULE, Limits, is_name
+from bus.secrets import SecretError, read_secret
 
 DEFAULT_PATHS = (Path("wattbus.toml"), Path("/etc/wattbus/wattbus.toml"))
+PASSWORD_ENV = "WATTBUS_MQTT_PASSWORD"
 
 
 class ConfigError(Exception):
@@ -85,9 +87,11 @@ class MqttConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             raise ValueError("`resend_window_s` must be >= 0 and `resend_window_mb` > 0")
 
     def password(self) -> str | None:
-        if self.password_file:
-            return Path(self.password_file).read_text("utf-8").strip()
-        return os.environ.get("WATTBUS_MQTT_PASSWORD")
+        """``password_file``, else ``$WATTBUS_MQTT_PASSWORD``; an unreadable file is a config error."""
+        try:
+            return read_secret(self.password_file, PASSWORD_ENV)
+        except SecretError as exc:
+            raise ConfigError([f"mqtt.password_file: {exc}"]) from None
 
 
 class SiteConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -253,12 +257,12 @@ def _plugins(raw: dict, kind: str, path: Path, lines: _KeyLines, resolve: Resolv
             continue
         ptype = section.get("type")
         if not isinstance(ptype, str):
-            problems.append(f"{path}:{lines.find(where)}: {kind}.{name}.type: missing; expected the plugin type")
+            problems.append(_no_type(path, lines, kind, name, section))
             continue
         cls = resolve(kind, ptype)
         if cls is None:
             problems.append(f"{path}:{lines.find((*where, 'type'))}: {kind}.{name}.type: "
-                            f"unknown {kind} type {ptype!r}")
+                            f"unknown {kind} type {ptype!r}{_suggest(ptype, _known_types(kind))}")
             continue
         try:
             out[name] = msgspec.convert(section, cls)
@@ -296,6 +300,32 @@ def _bus_limits(cfg: PluginConfig, mqtt: MqttConfig) -> list[tuple[str, str]]:
                                           f"at most {max_batch(mqtt)} readings each "
                                           "([mqtt] max_packet_size)"))
     return problems
+
+
+def _no_type(path: Path, lines: _KeyLines, kind: str, name: str, section: dict[str, Any]) -> str:
+    """A section without ``type``: name the misspelt key if there is one (``tpye``), else what is missing."""
+    types = _known_types(kind)
+    near = difflib.get_close_matches("type", [k for k in section if isinstance(k, str)], n=1)
+    if near:
+        return (f"{path}:{lines.find((kind, name, near[0]))}: {kind}.{name}.{near[0]}: unknown key; "
+                f"did you mean `type`? (the {kind} type: one of {', '.join(types)})")
+    what = "missing" if "type" not in section else f"expected a string, got {section['type']!r}"
+    return (f"{path}:{lines.find((kind, name))}: {kind}.{name}.type: {what}; "
+            f"expected the {kind} type, one of {', '.join(types)}")
+
+
+def _known_types(kind: str) -> list[str]:
+    """The registered type names (the registries are plain tables: importing them loads no plugin)."""
+    from consumers.registry import CONSUMERS
+    from producers.registry import PRODUCERS
+
+    return list(PRODUCERS if kind == "producer" else CONSUMERS)
+
+
+def _suggest(word: str, choices: list[str]) -> str:
+    hint = difflib.get_close_matches(word, choices, n=1)
+    return (f"; did you mean `{hint[0]}`?" if hint else "") + (f" (expected one of: {', '.join(choices)})"
+                                                              if choices else "")
 
 
 _AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)

@@ -30,9 +30,11 @@ from typing import Annotated, Any, Literal
 import msgspec
 import orjson
 
+from producers.registry import PRODUCERS
 from schemas import METRICS
 
-SOURCES = ("adc", "hhpc", "shelly", "p1", "sim")
+SOURCES = tuple(PRODUCERS)
+"""Every registered producer type; the producer registry is the one list (a plain table: no plugin loads)."""
 NAME_CORE = r"[a-z0-9][a-z0-9_-]{0,63}"
 NAME_PATTERN = rf"^{NAME_CORE}\Z"
 """Device, process and source names. ``\\Z``, not ``$``: ``$`` also matches before a trailing newline, and
@@ -50,7 +52,7 @@ turns into infinity or loses integer precision in a database."""
 PERIOD_MAX_S = 31_622_400.0
 """A reading covers at most a (leap) year."""
 
-Source = Literal["adc", "hhpc", "shelly", "p1", "sim"]
+Source = Literal[SOURCES]  # type: ignore[valid-type]
 Name = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN)]
 Millis = Annotated[int, msgspec.Meta(ge=0, le=TS_MAX)]
 Quality = Literal["ok", "missing", "estimated"]

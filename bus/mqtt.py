@@ -113,6 +113,7 @@ class BusClient:
         self._connected_at = 0.0
         self._short_closes: list[float] = []
         self._subs: dict[str, tuple[str, int, Callback]] = {}  # filter (no prefix) -> (match filter, qos, cb)
+        self._outside: set[str] = set()  # filters subscribed as they are, without the site prefix
         self._unclaimed: list[Message] = []
         self._subacks: dict[int, tuple[threading.Event, list[str]]] = {}
         self._early_subacks: dict[int, list] = {}
@@ -155,6 +156,10 @@ class BusClient:
             _, group, rest = topic.split("/", 2)
             return f"$share/{group}/{self.prefix}{rest}"
         return self.prefix + topic
+
+    def _on_wire(self, topic_filter: str) -> str:
+        """A subscription's filter as the broker sees it."""
+        return topic_filter if topic_filter in self._outside else self.full(topic_filter)
 
     def strip(self, topic: str) -> str:
         return topic[len(self.prefix):] if self.prefix and topic.startswith(self.prefix) else topic
@@ -214,14 +219,18 @@ class BusClient:
             raise PacketTooLarge(f"a {size}-byte packet to {topic[:200]} exceeds the broker's limit of "
                                  f"{self.max_packet_size} bytes; not sent")
 
-    def subscribe(self, topic_filter: str, callback: Callback, *, qos: int = 1) -> threading.Event | None:
+    def subscribe(self, topic_filter: str, callback: Callback, *, qos: int = 1,
+                  outside_prefix: bool = False) -> threading.Event | None:
         """Route messages matching ``topic_filter`` (prefix-free; ``$share/`` allowed) to ``callback``.
 
         Returns an event set when the broker acknowledged the subscription (None when not connected yet:
-        it is then made on connect). Retained messages follow the acknowledgement.
+        it is then made on connect). Retained messages follow the acknowledgement. ``outside_prefix``: a
+        topic that is not wattbus's (a device's own), used as it is; its messages keep their full topic.
         """
         match = topic_filter.split("/", 2)[2] if topic_filter.startswith("$share/") else topic_filter
         with self._lock:  # same lock as _on_connect's snapshot: a filter is never missed by both
+            if outside_prefix and self.prefix:
+                self._outside.add(topic_filter)
             self._subs[topic_filter] = (match, qos, callback)
             now = self.connected.is_set()
             claimed = [m for m in self._unclaimed if paho.topic_matches_sub(match, m.topic)]
@@ -229,7 +238,7 @@ class BusClient:
         for msg in claimed:
             self._dispatch(callback, msg)
         if now:
-            rc, mid = self._client.subscribe(self.full(topic_filter),
+            rc, mid = self._client.subscribe(self._on_wire(topic_filter),
                                              options=SubscribeOptions(qos=qos, retainHandling=1))
             if rc == 0 and mid is not None:
                 acked = threading.Event()
@@ -241,7 +250,8 @@ class BusClient:
         with self._lock:
             self._subs.pop(topic_filter, None)
         if self.connected.is_set():
-            self._client.unsubscribe(self.full(topic_filter))
+            self._client.unsubscribe(self._on_wire(topic_filter))
+        self._outside.discard(topic_filter)
 
     def ack(self, msg: Message) -> None:
         if self.manual_ack and msg.qos > 0 and msg.gen == self.generation:
@@ -267,7 +277,7 @@ class BusClient:
             subs = list(self._subs.items())
             self.connected.set()
         if subs:
-            rc, mid = client.subscribe([(self.full(f), SubscribeOptions(qos=q, retainHandling=1))
+            rc, mid = client.subscribe([(self._on_wire(f), SubscribeOptions(qos=q, retainHandling=1))
                                         for f, (_, q, _) in subs])
             if rc == 0 and mid is not None:
                 self._expect_suback(mid, threading.Event(), [f for f, _ in subs])
@@ -336,8 +346,12 @@ class BusClient:
             topic = m._topic.decode("utf-8", "backslashreplace")
         msg = Message(topic, m.payload, m.mid, m.qos, m.retain, self, self.generation)
         with self._lock:
-            for match, _, cb in self._subs.values():
-                if paho.topic_matches_sub(match, topic):
+            for flt, (match, _, cb) in self._subs.items():
+                if flt in self._outside and paho.topic_matches_sub(match, m.topic):
+                    msg.topic = m.topic  # a device's own topic: as it is
+                    break
+                if flt not in self._outside and m.topic.startswith(self.prefix) and \
+                        paho.topic_matches_sub(match, topic):
                     break
             else:
                 # A resumed session delivers queued messages right after CONNACK, possibly before the

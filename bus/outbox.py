@@ -1,9 +1,12 @@
 """The producer's bounded offline queue: readings wait here while the broker is unreachable.
 
-The device loop only ever appends (never blocks on the network). A full queue drops the *oldest* message
-and counts it: the newest readings matter most to someone watching live. By default the queue lives in
-memory (no SD-card wear); with ``queue_dir`` it is an SQLite spool, so readings survive a producer restart
-too, and a message leaves the spool only when the broker has acknowledged it.
+The device loop only ever appends (never blocks on the network). A full queue drops the *oldest* waiting
+message and counts it: the newest readings matter most to someone watching live. A message already handed to
+the broker (taken, not yet acknowledged) is not dropped: it is on its way, and its acknowledgement removes it.
+By default the queue lives in memory (no SD-card wear); with ``queue_dir`` it is an SQLite spool, so readings
+survive a producer restart too, and a message leaves the spool only when the broker has acknowledged it.
+
+``len()`` is what is still to be delivered: waiting messages, plus, on disk, the ones in flight.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ Item = tuple[int, str, bytes, bool]  # (id, topic, payload, retain)
 
 class Outbox(Protocol):
     dropped: int
+    """Messages dropped because the queue was full (oldest first)."""
 
     def put(self, topic: str, payload: bytes, retain: bool = False) -> None: ...
     def take(self, n: int, timeout: float) -> list[Item]: ...
@@ -57,8 +61,9 @@ class MemoryOutbox:
         pass
 
     def requeue(self, items: list[Item]) -> None:
+        """Messages that could not be handed over go back where they were: oldest first."""
         with self._cv:
-            self._q.extendleft(reversed(items))
+            self._q = deque(sorted([*items, *self._q], key=lambda item: item[0]))
             self._cv.notify()
 
     def __len__(self) -> int:
@@ -84,11 +89,8 @@ class DiskOutbox:
 
     def put(self, topic: str, payload: bytes, retain: bool = False) -> None:
         with self._cv:
-            if self._count >= self.maxlen:
-                row = self._db.execute("SELECT min(id) FROM outbox").fetchone()
-                self._db.execute("DELETE FROM outbox WHERE id = ?", row)
-                self._count -= 1
-                self.dropped += 1
+            if self._count - len(self._taken) >= self.maxlen:
+                self._drop_oldest_waiting()
             self._db.execute("INSERT INTO outbox (topic, payload, retain) VALUES (?, ?, ?)",
                              (topic, payload, int(retain)))
             self._count += 1
@@ -107,9 +109,17 @@ class DiskOutbox:
 
     def done(self, item_id: int) -> None:
         with self._cv:
-            self._db.execute("DELETE FROM outbox WHERE id = ?", (item_id,))
             self._taken.discard(item_id)
-            self._count -= 1
+            self._count -= self._db.execute("DELETE FROM outbox WHERE id = ?", (item_id,)).rowcount
+
+    def _drop_oldest_waiting(self) -> None:
+        """Delete the oldest message not in flight (one in flight is acknowledged, or requeued, later)."""
+        taken = sorted(self._taken)
+        marks = ",".join("?" * len(taken))
+        row = self._db.execute(f"SELECT min(id) FROM outbox WHERE id NOT IN ({marks})", taken).fetchone()
+        if row[0] is not None:
+            self._count -= self._db.execute("DELETE FROM outbox WHERE id = ?", row).rowcount
+            self.dropped += 1
 
     def requeue(self, items: list[Item]) -> None:
         with self._cv:

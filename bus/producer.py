@@ -265,8 +265,13 @@ class ProducerContext(ProcessContext):
             event.wait(min(left, 0.1))
         return True
 
-    def subscribe(self, topic_filter: str, callback: Callable[[str, bytes], None]) -> None:
-        """Call ``callback(topic, payload)`` for messages on ``topic_filter`` (runs on the MQTT thread)."""
+    def subscribe(self, topic_filter: str, callback: Callable[[str, bytes], None], *,
+                  outside_prefix: bool = False) -> None:
+        """Call ``callback(topic, payload)`` for messages on ``topic_filter`` (runs on the MQTT thread).
+
+        ``outside_prefix``: the filter is a device's own topic, not a wattbus one; the site's ``topic_prefix``
+        is not put in front (a Shelly publishes where it was told to, whatever the site calls itself).
+        """
 
         def cb(msg: Message) -> None:
             try:
@@ -274,7 +279,11 @@ class ProducerContext(ProcessContext):
             finally:
                 msg.ack()
 
-        self.client.subscribe(topic_filter, cb)
+        self.client.subscribe(topic_filter, cb, outside_prefix=outside_prefix)
+
+    def connected(self) -> bool:
+        """True while the broker connection is up."""
+        return self.client.connected.is_set()
 
     def _clear_stale_devices(self) -> None:
         """Set ``offline`` the devices an earlier run of this process left ``online`` and this run has not

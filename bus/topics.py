@@ -60,3 +60,18 @@ def parse_device_topic(topic: str) -> tuple[str, str, str] | None:
     if len(parts) != 3 or not (is_name(parts[0]) and is_name(parts[1])):
         return None
     return parts[0], parts[1], parts[2]
+
+
+def heartbeat(source: str, device: str) -> str:
+    """A device's liveness ping (the sim meters'), beside its readings."""
+    return f"{source}/{device}/heartbeat"
+
+
+def device_config(source: str, device: str) -> str:
+    """The configuration a device runs now (retained), answering ``device_config_set``."""
+    return f"{source}/{device}/config"
+
+
+def device_config_set(source: str, device: str) -> str:
+    """Where a device takes configuration changes."""
+    return f"{source}/{device}/config/set"

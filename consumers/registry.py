@@ -1,4 +1,7 @@
-"""Consumer registry: ``type`` name -> plugin package. Adding a sink or consumer is one line here."""
+"""Consumer registry: ``type`` name -> plugin package (which exposes ``PLUGIN``, see ``bus/plugin.py``).
+
+Adding a consumer is its folder plus one line here. Plain data: importing it loads no plugin.
+"""
 
 CONSUMERS: dict[str, str] = {
     "store": "consumers.store",

@@ -52,5 +52,13 @@ METRICS: dict[str, Metric] = _load()
 
 @cache
 def reading_schema() -> dict:
-    """The JSON schema of the reading envelope (single reading or batch)."""
-    return json.loads(resources.files(__name__).joinpath("reading.schema.json").read_text("utf-8"))
+    """The JSON schema of the reading envelope (single reading or batch).
+
+    ``source`` is a registered producer type: the file leaves the list open, and the enum is filled in here
+    from the producer registry (the one list of sources), so adding a producer never touches the schema.
+    """
+    from producers.registry import PRODUCERS
+
+    schema = json.loads(resources.files(__name__).joinpath("reading.schema.json").read_text("utf-8"))
+    schema["$defs"]["source"]["enum"] = list(PRODUCERS)
+    return schema

@@ -11,7 +11,8 @@ from tests.support.mosquitto import Broker
 from tests.support.mqtt import Collector
 from tests.support.processes import WattbusProcess, write_config
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+SEED_SAMPLE = Path(__file__).resolve().parent / "hhpc" / "fixtures" / "seed_sample.txt"
+"""The seed document's ten dataset rows (tests/hhpc/fixtures/README.md)."""
 
 
 @pytest.fixture(scope="session")
@@ -60,8 +61,8 @@ def processes():
 
 
 @pytest.fixture
-def shared_dir() -> Path:
-    return SHARED
+def seed_sample() -> Path:
+    return SEED_SAMPLE
 
 
 def unique(prefix: str = "t") -> str:

@@ -52,16 +52,6 @@ def cmd_export(args: argparse.Namespace) -> int:
     return run_export(args, _load if not args.sink else None)
 
 
-def cmd_dataset(args: argparse.Namespace) -> int:
-    from wattbus.progress import Progress
-    from producers.hhpc.generate import generate_year
-
-    with Progress(f"generating {args.year}", unit="rows") as bar:
-        n = generate_year(args.year, args.out, seed=args.seed, progress=bar.update)
-    print(f"wrote {n} rows to {args.out}")
-    return 0
-
-
 def _delegate(module: str, func: str = "main") -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         return getattr(importlib.import_module(module), func)(args.rest)
@@ -84,9 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("names", nargs="*", help="only these processes")
     s.set_defaults(func=cmd_up)
 
-    s = sub.add_parser("demo", help="the whole pipeline on simulated hardware, no config needed")
-    s.add_argument("--dir", default="demo-data", help="where the demo keeps its dataset and database")
-    s.add_argument("--mqtt-port", type=int, default=1883)
+    s = sub.add_parser("demo", help="every plugin on emulated hardware, no config needed")
+    s.add_argument("--dir", default="demo-data", help="where the demo keeps its config, data and database")
+    s.add_argument("--mqtt-port", type=int, default=1883, help="broker port (one is started if none listens)")
+    s.add_argument("--free-ports", action="store_true",
+                   help="free loopback ports for everything, its own broker too (1883, 3030, ... left alone)")
     s.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("check-config", help="validate the config file; exit 2 naming every bad key")
@@ -96,25 +88,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--source", required=True)
     s.add_argument("--device", required=True)
     s.add_argument("--from", dest="start", required=True, help="ISO date/time (site timezone) or epoch ms")
-    s.add_argument("--to", dest="end", required=True, help="ISO date/time (site timezone) or epoch ms; exclusive")
+    s.add_argument("--to", dest="end", required=True,
+                   help="ISO date/time (site timezone) or epoch ms; exclusive")
     s.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
-    s.add_argument("--sink", help="sink URL (default: the first store consumer's sink in the config)")
-    s.add_argument("--store", help="which store consumer's sink to read")
+    s.add_argument("--sink", help="sink URL (default: the sink of the first consumer that stores readings)")
+    s.add_argument("--store", help="which consumer's sink to read (by process name)")
     s.set_defaults(func=cmd_export)
 
-    s = sub.add_parser("dataset", help="household power consumption dataset tools")
-    dsub = s.add_subparsers(dest="dataset_command", required=True)
-    g = dsub.add_parser("generate", help="write a synthetic year, one row per minute")
-    g.add_argument("--year", type=int, default=2024)
-    g.add_argument("--out", required=True)
-    g.add_argument("--seed", type=int, default=0)
-    g.set_defaults(func=cmd_dataset)
-
-    s = sub.add_parser("bench", help="benchmarks: replay | adc (prints figures)")
+    s = sub.add_parser("bench", help="a plugin's benchmark: replay (hhpc), adc, ... (prints figures)")
     s.add_argument("rest", nargs=argparse.REMAINDER)
     s.set_defaults(func=_delegate("wattbus.bench"))
 
-    s = sub.add_parser("emulate", help="device emulators: shelly | p1")
+    s = sub.add_parser("emulate", help="a plugin's device emulator: shelly, p1, hhpc (a dataset year), ...")
     s.add_argument("rest", nargs=argparse.REMAINDER)
     s.set_defaults(func=_delegate("wattbus.emulate"))
     return p

@@ -1,15 +1,19 @@
-"""``wattbus emulate shelly|p1 ...``: the device emulators (also the demo's hardware)."""
+"""``wattbus emulate TYPE ...``: a device emulator at its real interface (also the demo's hardware).
+
+Every plugin whose record has an ``emulator`` entry is listed; the rest of the command line is the emulator's.
+"""
 
 from __future__ import annotations
 
-import importlib
 import sys
 
-EMULATORS = {"shelly": "producers.shelly.emulator", "p1": "producers.p1.emulator"}
+from wattbus.plugins import plugins
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in EMULATORS:
-        print(f"usage: wattbus emulate {{{'|'.join(EMULATORS)}}} [options]", file=sys.stderr)
+    emulators = {p.type: p.emulator for p in plugins() if p.emulator is not None}
+    if not argv or argv[0] not in emulators:
+        print(f"usage: wattbus emulate {{{'|'.join(emulators)}}} [options]  (--help after the type for its "
+              f"options)", file=sys.stderr)
         return 2
-    return importlib.import_module(EMULATORS[argv[0]]).main(argv[1:])
+    return emulators[argv[0]](argv[1:])

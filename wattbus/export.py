@@ -8,8 +8,10 @@ from datetime import datetime
 
 import orjson
 
+from bus.config import AppConfig
 from bus.envelope import to_dict
 from schemas import METRICS
+from wattbus.plugins import plugin
 
 
 def parse_time(text: str, tz) -> int:
@@ -22,6 +24,16 @@ def parse_time(text: str, tz) -> int:
     return int(t.timestamp() * 1000)
 
 
+def readings_sinks(app: AppConfig) -> dict[str, str]:
+    """Consumer name -> sink URL, for every configured consumer whose plugin stores readings."""
+    out = {}
+    for name, cfg in app.consumers.items():
+        p = plugin("consumer", cfg.type)
+        if p is not None and p.readings_sink is not None:
+            out[name] = p.readings_sink(cfg)
+    return out
+
+
 def run_export(args, load) -> int:
     from bus.sinks.base import open_sink
     from zoneinfo import ZoneInfo
@@ -31,17 +43,18 @@ def run_export(args, load) -> int:
     if url is None:
         app = load(args)
         tz = app.tz
-        stores = {n: c for n, c in app.consumers.items() if c.type == "store"}
+        stores = readings_sinks(app)
         if args.store:
             if args.store not in stores:
-                print(f"wattbus export: no store consumer named {args.store!r} (have: {', '.join(stores)})",
-                      file=sys.stderr)
+                print(f"wattbus export: no consumer named {args.store!r} stores readings "
+                      f"(these do: {', '.join(stores) or 'none'})", file=sys.stderr)
                 return 2
-            url = stores[args.store].sink
+            url = stores[args.store]
         elif stores:
-            url = next(iter(stores.values())).sink
+            url = next(iter(stores.values()))
         else:
-            print("wattbus export: no store consumer in the config; give --sink URL", file=sys.stderr)
+            print("wattbus export: no consumer in the config stores readings; give --sink URL",
+                  file=sys.stderr)
             return 2
     try:
         start, end = parse_time(args.start, tz), parse_time(args.end, tz)

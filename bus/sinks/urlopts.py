@@ -6,9 +6,9 @@ the file named by a URL option (``password_file=``, ``token_file=``) or else fro
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
+
+from bus.secrets import SecretError, read_secret
 
 
 def options(url: str, allowed: set[str]) -> dict[str, str]:
@@ -29,13 +29,10 @@ def reject_inline_secret(url: str, where: str) -> None:
 
 def secret(opts: dict[str, str], file_option: str, env: str) -> str | None:
     """The secret from the file named by ``opts[file_option]``, else from ``$env``, else None."""
-    path = opts.get(file_option)
-    if path:
-        try:
-            return Path(path).read_text("utf-8").strip()
-        except OSError as exc:
-            raise ValueError(f"cannot read {file_option} {path}: {exc.strerror or exc}") from None
-    return os.environ.get(env) or None
+    try:
+        return read_secret(opts.get(file_option), env)
+    except SecretError as exc:
+        raise ValueError(f"{file_option}: {exc}") from None
 
 
 def flag(opts: dict[str, str], name: str, default: bool = False) -> bool:

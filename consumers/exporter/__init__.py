@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 from bus.config import PluginConfig
+from bus.plugin import Plugin
+
+if TYPE_CHECKING:
+    from bus.consumer import ConsumerContext
 
 
 class Config(PluginConfig, kw_only=True, forbid_unknown_fields=True):
@@ -32,7 +37,14 @@ class Config(PluginConfig, kw_only=True, forbid_unknown_fields=True):
             raise ValueError(f"`compat_device`: {self.compat_device!r} is not a device name: {NAME_RULE}")
 
 
-def run(ctx, cfg: Config) -> None:
+def run(ctx: ConsumerContext, cfg: Config) -> None:
     from consumers.exporter.server import serve
 
     serve(ctx, cfg)
+
+
+def _links(cfg: Config) -> dict[str, str]:
+    return {"Prometheus metrics": f"http://localhost:{cfg.port}/metrics"}
+
+
+PLUGIN = Plugin("consumer", "exporter", Config, run, demo=Path(__file__).with_name("demo.toml"), links=_links)

@@ -67,8 +67,8 @@ def serve(ctx: ConsumerContext, cfg) -> None:
                               [d for d in devices[:cfg.max_series] if isinstance(d, str)])
 
     ctx.subscribe(topics.ALL_STATUS, on_device_status)
-    ctx.subscribe("wattbus/+/status", on_process_status)
-    ctx.subscribe("wattbus/+/health", on_process_health)
+    ctx.subscribe(topics.process_status("+"), on_process_status)
+    ctx.subscribe(topics.process_health("+"), on_process_health)
     try:
         ctx.consume_readings(state.update, batch_max=5000, batch_wait=0.0)
     finally:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import msgspec
 
 from bus import topics
 from bus.config import PluginConfig
 from bus.consumer import ConsumerContext
+from bus.plugin import Plugin
 
 
 class Config(PluginConfig, kw_only=True, forbid_unknown_fields=True):
@@ -63,3 +66,11 @@ def run(ctx: ConsumerContext, cfg: Config) -> None:
                              batch_max=cfg.batch_max, batch_wait=cfg.batch_wait)
     finally:
         writer.close()
+
+
+def _readings_sink(cfg: Config) -> str:
+    return cfg.sink
+
+
+PLUGIN = Plugin("consumer", "store", Config, run, demo=Path(__file__).with_name("demo.toml"),
+                readings_sink=_readings_sink)

@@ -9,12 +9,28 @@ survive restarts through the retained ``state`` message. ``spi = "sim"`` runs on
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bus.plugin import Plugin
 from producers.adc.config import Circuit, Config, SimCircuit, SimGrid
 
-__all__ = ["Circuit", "Config", "SimCircuit", "SimGrid", "run"]
+if TYPE_CHECKING:
+    from bus.producer import ProducerContext
 
 
-def run(ctx, cfg: Config) -> None:
+def run(ctx: ProducerContext, cfg: Config) -> None:
     from producers.adc.loop import run as loop
 
     loop(ctx, cfg)
+
+
+def bench(argv: list[str]) -> int:
+    from producers.adc.bench import bench as measure
+
+    return measure(argv)
+
+
+PLUGIN = Plugin("producer", "adc", Config, run, bench=bench, demo=Path(__file__).with_name("demo.toml"))
+
+__all__ = ["Circuit", "Config", "PLUGIN", "SimCircuit", "SimGrid", "run"]

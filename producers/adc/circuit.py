@@ -15,7 +15,7 @@ from collections.abc import Callable
 from bus import envelope
 from producers.adc.config import Circuit, Config
 from producers.adc.energy import EnergyCounter
-from producers.adc.mcp3208 import Window
+from producers.adc.mcp3208 import SampleWindow
 from producers.adc.power import Analysis, analyse, ratio
 
 MIN_APPARENT_VA = 1.0
@@ -81,7 +81,7 @@ class CircuitRunner:
             self.remote = RemoteVoltage(circuit.voltage_metric, circuit.voltage_max_age_s)
         self.used_nominal = 0
 
-    def analyse(self, window: Window) -> Analysis:
+    def analyse(self, window: SampleWindow) -> Analysis:
         return analyse(window.codes, step_s=window.step_s, delays_s=window.delays_s,
                        has_voltage=self.has_voltage, v_ratio=self.v_ratio, i_ratios=self.i_ratios,
                        phase_deg=self.phase_deg, nominal_hz=self.nominal_hz)

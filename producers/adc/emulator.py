@@ -15,23 +15,24 @@ What the host reads while DOUT is high-impedance is ``hiz_bit`` (1: a floating M
 ``lsbfirst`` reverses the bits of every byte both ways, ``cshigh`` never selects the chip, and SPI modes 1
 and 2 (the chip supports only 0,0 and 1,1) are modelled as both sides seeing the other one clock late.
 
-Time base: the emulator has its own clock. Each conversion (one ``xfer2``, one CS assertion) samples the
-input pins at the current emulated time and advances the clock by ``sample_period_s``, so the waveform a
-reader sees is consistent however slowly Python runs. ``clock.sleep_until_ns`` (what the reader's pacing
-calls) advances emulated time without real waiting. With ``realtime`` set, an idle gap in real time longer
-than ``resync_gap_s`` (the producer waiting for its next interval) moves the emulated clock by that gap,
-so load profiles follow the wall clock in the demo.
+Time base: the emulator has its own clock, a standing ``bus.clock.EmulatedClock``. Each conversion (one
+``xfer2``, one CS assertion) samples the input pins at the current emulated time and advances the clock by
+``sample_period_s``, so the waveform a reader sees is consistent however slowly Python runs;
+``clock.sleep_until`` (what the reader's pacing calls) jumps ahead without real waiting. With ``realtime``
+set, an idle gap in real time longer than ``resync_gap_s`` (the producer waiting for its next interval)
+moves the emulated clock by that gap, so load profiles follow the wall clock in the demo.
 """
 
 from __future__ import annotations
 
 import bisect
 import math
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from bus.clock import Clock, EmulatedClock
 
 ADC_COUNTS = 4096
 FULL_SCALE = ADC_COUNTS - 1
@@ -51,7 +52,7 @@ class Harmonic:
 
 
 @dataclass(frozen=True)
-class Profile:
+class LoadCurve:
     """A load profile: (time s, scale) points, linear in between, repeating every ``period_s`` (default:
     the last point's time). Scales the AC amplitude of a channel over emulated time."""
 
@@ -94,7 +95,7 @@ class Waveform:
     harmonics: tuple[Harmonic, ...] = ()
     noise_v: float = 0.0
     """Standard deviation of white Gaussian noise added to every sample."""
-    profile: Profile | None = None
+    profile: LoadCurve | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_omega", 2 * math.pi * self.frequency_hz)
@@ -148,32 +149,6 @@ class _Plan:
     lsb_shift: int = 0     # B1..B11 (LSB-first tail) placement
 
 
-class EmulatedClock:
-    """The emulator's time base in integer nanoseconds; what the reader uses instead of the host clock."""
-
-    def __init__(self, realtime: Callable[[], float] | None = None, resync_gap_s: float = 0.1):
-        self.t_ns = 0
-        self._realtime = realtime
-        self._resync_gap = resync_gap_s
-        self._last_real = realtime() if realtime else 0.0
-
-    def _tick(self) -> None:
-        if self._realtime is None:
-            return
-        real = self._realtime()
-        gap = real - self._last_real
-        self._last_real = real
-        if gap > self._resync_gap:
-            self.t_ns += round(gap * 1e9)
-
-    def now_ns(self) -> int:
-        self._tick()
-        return self.t_ns
-
-    def sleep_until_ns(self, t_ns: int) -> None:
-        self.t_ns = max(self.t_ns, t_ns)
-
-
 @dataclass
 class Mcp3208Emulator:
     """Drop-in for ``spidev.SpiDev`` talking to an MCP3208 whose input pins carry ``channels``."""
@@ -183,7 +158,8 @@ class Mcp3208Emulator:
     sample_period_s: float = 24e-6
     """Emulated time one conversion (one xfer2) takes; 24 SPI clocks at 1 MHz by default."""
     seed: int | None = 0
-    realtime: Callable[[], float] | None = None
+    realtime: Clock | None = None
+    """A clock whose idle gaps (longer than ``resync_gap_s``) move emulated time along (demo: the host's)."""
     resync_gap_s: float = 0.1
     hiz_bit: int = 1
 
@@ -198,7 +174,8 @@ class Mcp3208Emulator:
         for ch in self.channels:
             if not 0 <= ch <= 7:
                 raise ValueError(f"MCP3208 channel {ch} does not exist (0..7)")
-        self.clock = EmulatedClock(self.realtime, self.resync_gap_s)
+        self.clock = EmulatedClock(start=0.0, speed=0.0, idle_from=self.realtime, idle_gap_s=self.resync_gap_s)
+        """Emulated time: each conversion advances it by ``sample_period_s``; the reader's pacing jumps it."""
         self._rng = np.random.default_rng(self.seed)
         self._noise: list[float] = []
         self._period_ns = max(1, round(self.sample_period_s * 1e9))
@@ -219,13 +196,11 @@ class Mcp3208Emulator:
         if not self._open:
             raise OSError(9, "Bad file descriptor (SpiDev not open)")
         tx = bytes(data)  # ValueError for values outside 0..255, as spidev refuses them too
-        self.clock._tick()
         key = (tx, self.mode, self.lsbfirst, self.cshigh)
         plan = self._plans.get(key)
         if plan is None:
             plan = self._plans[key] = self._plan(tx)
-        t_s = self.clock.t_ns * 1e-9
-        self.clock.t_ns += self._period_ns
+        t_s = (self.clock.advance_ns(self._period_ns) - self._period_ns) * 1e-9
         self.conversions += 1
         word = plan.hiz_word
         if plan.converts:
@@ -296,7 +271,7 @@ def circuit_waveforms(*, vref: float, frequency_hz: float, voltage_channel: int 
                       power_factors: Sequence[float], current_cal: Sequence[float],
                       bias_v: float | None = None, noise_v: float = 0.0,
                       voltage_harmonics: Sequence[Harmonic] = (),
-                      current_harmonics: Sequence[Harmonic] = (), profile: Profile | None = None,
+                      current_harmonics: Sequence[Harmonic] = (), profile: LoadCurve | None = None,
                       lagging: bool = True) -> dict[int, Waveform]:
     """Pin waveforms for a physical description: mains at ``voltage_v`` rms, each current channel carrying
     ``currents_a`` rms at a power factor (negative: the power flows against the sensor's arrow, e.g. a grid
@@ -315,8 +290,3 @@ def circuit_waveforms(*, vref: float, frequency_hz: float, voltage_channel: int 
         out[ch] = Waveform(amps * math.sqrt(2) / cal, bias, frequency_hz, phase, tuple(current_harmonics),
                            noise_v, profile)
     return out
-
-
-def host_time() -> float:
-    """The real clock the demo's emulator resynchronises to across idle gaps."""
-    return time.monotonic()

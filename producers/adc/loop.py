@@ -1,58 +1,29 @@
-"""The adc producer's main loop: sample each circuit, compute, publish, every ``interval``."""
+"""The adc producer's main loop: sample each circuit, compute, publish, every ``interval``.
+
+The energy counters the loop integrates go out through a ``StateSaver`` that publishes each circuit's state
+*before* the reading carrying the same totals (``after_acked=False``): nobody else counts this energy, so
+after a crash the restored counters must never be behind a reading the broker already has.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
+from bus import topics
+from bus.producer import ProducerContext
+from bus.state import StateSaver
 from producers.adc.circuit import CircuitRunner
 from producers.adc.config import Config
-from producers.adc.emulator import Harmonic, Mcp3208Emulator, Profile, circuit_waveforms, host_time
-from producers.adc.mcp3208 import Mcp3208, open_spidev
+from producers.adc.device import open_device
+from producers.adc.mcp3208 import Mcp3208
 
 OFFLINE_AFTER = 3
 """Consecutive failed windows after which a circuit's device is reported offline."""
 
 
-def _harmonics(specs: list[list[float]]) -> tuple[Harmonic, ...]:
-    return tuple(Harmonic(int(h[0]), h[1], h[2] if len(h) > 2 else 0.0) for h in specs)
-
-
-def build_emulator(cfg: Config, realtime: bool = True) -> Mcp3208Emulator:
-    """The emulated MCP3208 wired as the config describes: mains on every voltage channel, each circuit's
-    ``sim`` load on its current channels, seen through the same calibrations the reader uses."""
-    g = cfg.sim
-    freq = g.frequency_hz or cfg.mains_hz
-    channels = {}
-    for c in cfg.circuits.values():
-        n = len(c.current_channels)
-        amps = c.sim.current_a if isinstance(c.sim.current_a, list) else [c.sim.current_a] * n
-        pfs = c.sim.power_factor if isinstance(c.sim.power_factor, list) else [c.sim.power_factor] * n
-        profile = Profile(tuple((float(t), float(s)) for t, s in c.sim.profile)) if c.sim.profile else None
-        channels.update(circuit_waveforms(
-            vref=cfg.vref, frequency_hz=freq, voltage_channel=c.voltage_channel, voltage_v=g.voltage_v,
-            voltage_cal=c.voltage_cal, current_channels=c.current_channels, currents_a=amps,
-            power_factors=pfs, current_cal=c.current_cals, bias_v=g.bias_v, noise_v=g.noise_v,
-            voltage_harmonics=_harmonics(g.harmonics), current_harmonics=_harmonics(c.sim.harmonics),
-            profile=profile, lagging=c.sim.lagging))
-    period = g.sample_period_us * 1e-6 if g.sample_period_us else 24 / cfg.max_speed_hz
-    return Mcp3208Emulator(channels, vref=cfg.vref, sample_period_s=period, seed=g.seed,
-                           realtime=host_time if realtime else None)
-
-
-def open_device(cfg: Config) -> Any:
-    """spidev on a Pi, or the emulator; both answer ``xfer2`` the same way."""
-    if cfg.spi == "sim":
-        spi = build_emulator(cfg)
-        spi.open(cfg.spi_bus, cfg.spi_cs)
-        spi.mode = cfg.spi_mode
-        spi.max_speed_hz = cfg.max_speed_hz
-        return spi
-    return open_spidev(cfg.spi_bus, cfg.spi_cs, cfg.max_speed_hz, cfg.spi_mode)
-
-
-def run(ctx, cfg: Config) -> None:
+def run(ctx: ProducerContext, cfg: Config) -> None:
     runners = [CircuitRunner(name, c, cfg) for name, c in cfg.circuits.items()]
     by_device = {r.device: r for r in runners}
     window_s = len(runners) * cfg.waves_per_reading / cfg.mains_hz
@@ -73,6 +44,7 @@ def run(ctx, cfg: Config) -> None:
                      r.energy.export_wh)
     if ctx.stopping.is_set():
         return
+    saver = StateSaver(ctx, after_acked=False, name="adc-state")
 
     local_voltage: dict[str, list[CircuitRunner]] = {}  # our own device -> circuits that take its voltage
     for r in runners:
@@ -82,7 +54,8 @@ def run(ctx, cfg: Config) -> None:
         if source == ctx.source and device in by_device and by_device[device].has_voltage:
             local_voltage.setdefault(device, []).append(r)
         else:
-            ctx.subscribe(f"{r.circuit.voltage_from}/reading", _voltage_callback(ctx, r))
+            topic = topics.reading(source, device)
+            ctx.subscribe(topic, _voltage_callback(ctx, r, topic))
 
     try:
         spi = open_device(cfg)
@@ -106,7 +79,7 @@ def run(ctx, cfg: Config) -> None:
             for r in runners:
                 if ctx.stopping.is_set():
                     break
-                _read_circuit(ctx, cfg, adc, r, failures, local_voltage)
+                _read_circuit(ctx, cfg, adc, r, failures, local_voltage, saver)
             next_at += cfg.interval
             delay = next_at - time.monotonic()
             if delay < 0:
@@ -116,12 +89,13 @@ def run(ctx, cfg: Config) -> None:
                 break
     finally:
         spi.close()
+        saver.save_now()
         for r in runners:
             ctx.set_device_status(r.device, False)
 
 
-def _read_circuit(ctx, cfg: Config, adc: Mcp3208, r: CircuitRunner, failures: dict[str, int],
-                  local_voltage: dict[str, list[CircuitRunner]]) -> None:
+def _read_circuit(ctx: ProducerContext, cfg: Config, adc: Mcp3208, r: CircuitRunner, failures: dict[str, int],
+                  local_voltage: dict[str, list[CircuitRunner]], saver: StateSaver) -> None:
     try:
         window = adc.sample(r.channels, cfg.steps, cfg.step_ns)
     except OSError as exc:
@@ -148,23 +122,14 @@ def _read_circuit(ctx, cfg: Config, adc: Mcp3208, r: CircuitRunner, failures: di
     if r.used_nominal != before and r.remote is not None:
         ctx.counters.inc("nominal_voltage_used")
     ts = int(time.time() * 1000)
-    if _connected(ctx):
-        ctx.save_state(r.device, r.energy.state(ts))
+    saver.offer(r.device, r.energy.state(ts))
     ctx.publish_reading(r.device, metrics, ts=ts, period_s=cfg.interval)
     if analysis.vrms is not None:
         for other in local_voltage.get(r.device, ()):
             other.remote.set(analysis.vrms)
 
 
-def _connected(ctx) -> bool:
-    """Retained state only while connected: a day offline must not queue 86,400 stale states."""
-    connected = getattr(getattr(ctx, "client", None), "connected", None)
-    return connected is None or connected.is_set()
-
-
-def _voltage_callback(ctx, r: CircuitRunner):
-    topic = f"{r.circuit.voltage_from}/reading"
-
+def _voltage_callback(ctx: ProducerContext, r: CircuitRunner, topic: str) -> Callable[[str, bytes], None]:
     def on_message(_topic: str, payload: bytes) -> None:
         problem = r.remote.on_message(payload)
         if problem:

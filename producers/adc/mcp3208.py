@@ -7,7 +7,8 @@ low for the whole frame, and the chip converts once per CS assertion.
 A window is ``steps`` sampling steps spaced ``step_ns`` apart; in each step the circuit's channels are read
 back to back (voltage first, then each current), and the time of every conversion is recorded, so the maths
 knows the real step period and how far each current sample lags the voltage sample. The timestamps come
-from the device's clock when it has one (the emulator), else from the host's ``perf_counter_ns``.
+from the device's clock when it has one (the emulator), else from the host's ``perf_counter_ns``
+(``SpinClock``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from bus.clock import Clock
+
 
 class SpiLike(Protocol):
     mode: int
@@ -27,11 +30,6 @@ class SpiLike(Protocol):
     def open(self, bus: int, device: int) -> None: ...
     def xfer2(self, data: list[int]) -> list[int]: ...
     def close(self) -> None: ...
-
-
-class Clock(Protocol):
-    def now_ns(self) -> int: ...
-    def sleep_until_ns(self, t_ns: int) -> None: ...
 
 
 def frame(channel: int) -> list[int]:
@@ -46,16 +44,20 @@ def decode(rx: Sequence[int]) -> int:
     return ((rx[1] & 0x0F) << 8) | rx[2]
 
 
-class HostClock:
-    """Pacing on real hardware: sleep while the next step is far away, spin for the last stretch
-    (``time.sleep`` overshoots by ~0.1 ms on Linux, a sampling step is ~0.3 ms)."""
+class SpinClock:
+    """Pacing on real hardware (a ``bus.clock.Clock`` on ``perf_counter``): sleep while the next step is far
+    away, spin for the last stretch (``time.sleep`` overshoots by ~0.1 ms on Linux, a step is ~0.3 ms)."""
 
     SPIN_NS = 200_000
 
     def now_ns(self) -> int:
         return time.perf_counter_ns()
 
-    def sleep_until_ns(self, t_ns: int) -> None:
+    def now(self) -> float:
+        return time.perf_counter_ns() * 1e-9
+
+    def sleep_until(self, t: float) -> None:
+        t_ns = round(t * 1e9)
         now = time.perf_counter_ns()
         if t_ns - now > self.SPIN_NS:
             time.sleep((t_ns - now - self.SPIN_NS) * 1e-9)
@@ -78,7 +80,7 @@ def open_spidev(bus: int, chip_select: int, max_speed_hz: int, mode: int) -> Any
 
 
 @dataclass(frozen=True, slots=True)
-class Window:
+class SampleWindow:
     """The samples of one circuit for one reading: ``codes[slot, step]`` and when each was converted."""
 
     codes: np.ndarray     # (slots, steps) int16, slot 0 = the first channel read in a step
@@ -110,20 +112,21 @@ class Mcp3208:
 
     def __init__(self, spi: SpiLike, clock: Clock | None = None):
         self.spi = spi
-        self.clock: Clock = clock if clock is not None else getattr(spi, "clock", None) or HostClock()
+        # the emulator carries its own clock (emulated time); real hardware is paced by the host's
+        self.clock: Clock = clock if clock is not None else getattr(spi, "clock", None) or SpinClock()
         self._frames = [frame(ch) for ch in range(8)]
 
     def read(self, channel: int) -> int:
         """One conversion of ``channel``."""
         return decode(self.spi.xfer2(self._frames[channel]))
 
-    def sample(self, channels: Sequence[int], steps: int, step_ns: int) -> Window:
+    def sample(self, channels: Sequence[int], steps: int, step_ns: int) -> SampleWindow:
         """``steps`` steps ``step_ns`` apart, each converting every channel in order, one ``xfer2`` each."""
         frames = [self._frames[ch] for ch in channels]
         slots = len(frames)
         xfer2 = self.spi.xfer2
         now = self.clock.now_ns
-        sleep_until = self.clock.sleep_until_ns
+        sleep_until = self.clock.sleep_until
         codes = [0] * (slots * steps)
         stamps = [0] * (slots * steps)
         late = 0
@@ -133,7 +136,7 @@ class Mcp3208:
             due = t0 + n * step_ns
             t = now()
             if t < due:
-                sleep_until(due)
+                sleep_until(due * 1e-9)
             elif t - due > self.LATE_NS:
                 late += 1
             for f in frames:
@@ -143,4 +146,4 @@ class Mcp3208:
                 k += 1
         c = np.array(codes, dtype=np.int16).reshape(steps, slots).T
         ts = np.array(stamps, dtype=np.int64).reshape(steps, slots).T
-        return Window(np.ascontiguousarray(c), np.ascontiguousarray(ts), late)
+        return SampleWindow(np.ascontiguousarray(c), np.ascontiguousarray(ts), late)

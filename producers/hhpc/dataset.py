@@ -1,19 +1,13 @@
-"""Reading the household-power-consumption (hhpc) text format.
+"""Reading the household-power-consumption (hhpc) text format: the format as data, and a fast tolerant parser.
 
 The format is the one of the UCI "Individual household electric power consumption" data set: one row
 per minute, ``;``-separated, a header line, ``dd/mm/yyyy`` dates and ``hh:mm:ss`` times in local wall
 clock time, seven value columns (see :data:`COLUMNS`). Three dialects exist (:data:`DIALECTS`); they
 differ only in how a missing value is written, so one tolerant reader handles them all.
 
-Two ways in, for the producer's two modes:
-
-* :func:`iter_rows` streams a file (replay mode): a year parses in a couple of seconds and memory stays
-  flat whatever the file size.
-* :func:`load_year` builds a :class:`YearTable` (live mode): one year in numpy arrays, looked up by
-  day-of-year and minute-of-day, so "the reading for now" is one index operation.
-
-Local times become instants with :func:`local_to_epoch_ms` (or :func:`iter_epochs` for a whole file),
-which handles the two daylight-saving transitions explicitly instead of letting them shift silently.
+:func:`iter_rows` streams a file (replay mode): a year parses in a couple of seconds and memory stays flat
+whatever the file size. The same :class:`Scanner` feeds ``yeartable.load_year`` (live mode); local times
+become instants in ``localtime``.
 """
 
 from __future__ import annotations
@@ -21,13 +15,12 @@ from __future__ import annotations
 import io
 import itertools
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from dataclasses import dataclass
+from datetime import datetime
 from os import PathLike
 from typing import IO, NamedTuple
-from zoneinfo import ZoneInfo
 
 import numpy as np
 
@@ -146,12 +139,9 @@ class BadRow(NamedTuple):
 OnBad = Callable[[BadRow], None]
 
 
-class NonexistentLocalTime(ValueError):
-    """The local time falls in a spring-forward gap: no instant has that wall-clock time."""
-
 
 # --------------------------------------------------------------------------------------------------
-# The scanner shared by iter_rows and load_year
+# The scanner shared by iter_rows and yeartable.load_year
 # --------------------------------------------------------------------------------------------------
 #
 # Speed matters (a year is 527,040 rows) and a str plus a float object per field is what makes a
@@ -210,7 +200,7 @@ def _valid_dates(y: np.ndarray, m: np.ndarray, d: np.ndarray) -> np.ndarray:
             & (d <= _DAYS_IN_MONTH[mm] + (_leap(y) & (m == 2))))
 
 
-def _day_index(ymd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def day_index(ymd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(year, day of the year - 1) of valid yyyymmdd integers."""
     y, md = np.divmod(ymd, 10000)
     m, d = np.divmod(md, 100)
@@ -324,7 +314,7 @@ def _to_metric(values: np.ndarray, scales: np.ndarray) -> np.ndarray:
 
 
 @contextmanager
-def _text(source: str | PathLike[str] | IO) -> Iterator[IO[str]]:
+def open_text(source: str | PathLike[str] | IO) -> Iterator[IO[str]]:
     if isinstance(source, (str, PathLike)):
         # errors="replace": a corrupt byte makes one bad row, not an exception that ends the read.
         with open(source, encoding="utf-8", errors="replace") as f:
@@ -339,7 +329,7 @@ def _text(source: str | PathLike[str] | IO) -> Iterator[IO[str]]:
         yield source
 
 
-class _Scanner:
+class Scanner:
     """Turns a dataset file into chunks of parsed rows, reporting bad lines through ``on_bad``."""
 
     def __init__(self, f: IO[str], on_bad: OnBad | None) -> None:
@@ -474,8 +464,8 @@ def iter_rows(path_or_file: str | PathLike[str] | IO, *, on_bad: OnBad | None = 
     through ``on_bad`` with its line number and skipped; reading goes on. Memory stays at one chunk
     of lines whatever the file size.
     """
-    with _text(path_or_file) as f:
-        scanner = _Scanner(f, on_bad)
+    with open_text(path_or_file) as f:
+        scanner = Scanner(f, on_bad)
         keys = tuple(COLUMNS[n].metric for n in scanner.layout.names)
         ncols = len(keys)
         derived = [(key, keys.index(src), div) for key, (src, div) in DERIVED.items() if src in keys]
@@ -500,219 +490,3 @@ def iter_rows(path_or_file: str | PathLike[str] | IO, *, on_bad: OnBad | None = 
                     yield Row(lineno, when, None)
                 else:
                     yield Row(lineno, when, {k: v for k, v in zip(all_keys, vals) if v == v})
-
-
-# --------------------------------------------------------------------------------------------------
-# Local time -> instant
-# --------------------------------------------------------------------------------------------------
-
-_EPOCH = datetime(1970, 1, 1)
-_EPOCH_UTC = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_MS = timedelta(milliseconds=1)
-
-
-_SAFE_DAYS: dict[tuple[ZoneInfo, int], datetime | None] = {}
-
-
-def _day_base(tz: ZoneInfo, ordinal: int) -> datetime | None:
-    """``_EPOCH + offset`` when the day keeps one UTC offset from midnight to midnight, else None.
-
-    Cached per zone and day: a replay converts half a million times, almost all on ordinary days.
-    """
-    key = (tz, ordinal)
-    try:
-        return _SAFE_DAYS[key]
-    except KeyError:
-        pass
-    start = datetime.fromordinal(ordinal)
-    end = start + timedelta(days=1, microseconds=-1)
-    offsets = {t.replace(tzinfo=tz, fold=f).utcoffset() for t in (start, end) for f in (0, 1)}
-    base = _EPOCH + offsets.pop() if len(offsets) == 1 else None  # type: ignore[operator]
-    if len(_SAFE_DAYS) > 100_000:
-        _SAFE_DAYS.clear()
-    _SAFE_DAYS[key] = base
-    return base
-
-
-def local_to_epoch_ms(local: datetime, tz: ZoneInfo) -> int:
-    """Epoch milliseconds (UTC) of a naive local wall-clock time in ``tz``.
-
-    * Fall-back hour (a wall time that happens twice): ``local.fold`` picks the pass, 0 = the first
-      (summer time), 1 = the second; :func:`iter_rows` sets fold=1 on a repeated hour, so the two
-      passes map to distinct, increasing instants.
-    * Spring-forward gap (a wall time that never happens): raises :class:`NonexistentLocalTime`.
-      Guessing an instant would make the gap's rows collide with the following hour's; the caller
-      skips such rows and counts them (:func:`iter_epochs` does).
-
-    An aware datetime is converted with its own offset.
-    """
-    if local.tzinfo is not None:
-        return (local - _EPOCH_UTC) // _MS
-    base = _day_base(tz, local.toordinal())
-    if base is not None:  # an ordinary day: one offset all day long
-        return (local - base) // _MS
-    before = local.replace(tzinfo=tz, fold=0).utcoffset()
-    after = local.replace(tzinfo=tz, fold=1).utcoffset()
-    if before == after:
-        offset = before
-    elif before < after:  # the clock jumps forward over this time
-        raise NonexistentLocalTime(f"{local:%Y-%m-%d %H:%M:%S} does not exist in {tz.key}")
-    else:
-        offset = after if local.fold else before
-    return (local.replace(fold=0) - offset - _EPOCH) // _MS  # type: ignore[operator]
-
-
-def iter_epochs(
-    rows: Iterable[Row], tz: ZoneInfo, *, on_gap: Callable[[Row], None] | None = None
-) -> Iterator[tuple[int, Row]]:
-    """Pair each row with its epoch ms; rows in a spring-forward gap go to ``on_gap`` and are skipped."""
-    for row in rows:
-        try:
-            ts = local_to_epoch_ms(row.local, tz)
-        except NonexistentLocalTime:
-            if on_gap is not None:
-                on_gap(row)
-            continue
-        yield ts, row
-
-
-# --------------------------------------------------------------------------------------------------
-# The in-memory year for live mode
-# --------------------------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class LoadStats:
-    """What :func:`load_year` found, for the producer's log and health counters."""
-
-    rows: int = 0  # rows of the chosen year kept in the table
-    missing: int = 0  # of those, rows with no values
-    bad: int = 0  # unreadable lines (reported through on_bad)
-    duplicates: int = 0  # rows for a minute already seen (e.g. a repeated fall-back hour); last one wins
-    other_years: int = 0  # rows outside the chosen year, ignored
-
-
-def _is_leap(year: int) -> bool:
-    return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
-
-
-@dataclass(slots=True)
-class YearTable:
-    """One dataset year indexed by (day-of-year, minute-of-day) in local time.
-
-    ``values[slot, k]`` is metric ``METRIC_KEYS[k]`` (float32, NaN = missing) for slot
-    ``(doy - 1) * 1440 + minute``; ``lines[slot]`` is the file line it came from, 0 when the file has
-    no row for that minute. About 17 MB for a year.
-    """
-
-    year: int
-    values: np.ndarray
-    lines: np.ndarray
-    stats: LoadStats = field(default_factory=LoadStats)
-
-    @property
-    def days(self) -> int:
-        return 366 if _is_leap(self.year) else 365
-
-    def __len__(self) -> int:
-        return self.stats.rows
-
-    def get(self, doy: int, minute: int) -> Row | None:
-        """The row for that day of the dataset year (1-based) and minute of the day (0-1439).
-
-        None when the file has no row for that minute; ``Row.metrics`` is None when it has one whose
-        values are missing.
-        """
-        if not (1 <= doy <= self.days and 0 <= minute < MINUTES_PER_DAY):
-            raise IndexError(f"day {doy} minute {minute} outside {self.year}")
-        slot = (doy - 1) * MINUTES_PER_DAY + minute
-        line = int(self.lines[slot])
-        if line == 0:
-            return None
-        local = datetime(self.year, 1, 1) + timedelta(days=doy - 1, minutes=minute)
-        m = {k: round(float(v), DECIMALS) for k, v in zip(METRIC_KEYS, self.values[slot]) if v == v}
-        if not m:
-            return Row(line, local, None)
-        for key, (source, divisor) in DERIVED.items():
-            if source in m:
-                m[key] = m[source] / divisor
-        return Row(line, local, m)
-
-    def for_local(self, local: datetime) -> Row | None:
-        """The dataset's row for the same calendar date and minute as ``local`` (any year).
-
-        Matching month and day rather than the raw day-of-year keeps the seasons and the calendar
-        aligned (1 March reads 1 March in leap and common years alike). Consequences: a common
-        current year never plays the dataset's 29 February; a leap current year reads 28 February
-        again on 29 February when the dataset year has no such day. A current-year minute that
-        happens twice (fall-back) reads the same row twice; one that never happens (spring-forward)
-        is never asked for.
-        """
-        month, day = local.month, local.day
-        if month == 2 and day == 29 and not _is_leap(self.year):
-            day = 28
-        doy = date(self.year, month, day).toordinal() - date(self.year, 1, 1).toordinal() + 1
-        return self.get(doy, local.hour * 60 + local.minute)
-
-
-def load_year(
-    path: str | PathLike[str] | IO, year: int | None = None, *, on_bad: OnBad | None = None
-) -> YearTable:
-    """Read one year of a dataset file into a :class:`YearTable`.
-
-    ``year=None`` takes the year with the most rows (the UCI file spans 2006-2010; its best-covered
-    year wins). Rows are written straight into a table per year met, so a one-year file costs one
-    table (~17 MB) and nothing more; a multi-year file costs a table per year until the best one is
-    chosen, unless ``year`` says which one to keep.
-    """
-    stats = LoadStats()
-
-    def count_bad(b: BadRow) -> None:
-        stats.bad += 1
-        if on_bad is not None:
-            on_bad(b)
-
-    tables: dict[int, YearTable] = {}
-    seen: dict[int, int] = {}  # rows read per year
-    ncols = len(COLUMNS)
-    with _text(path) as f:
-        scanner = _Scanner(f, count_bad)
-        order = [list(COLUMNS).index(n) for n in scanner.layout.names]
-        for chunk in scanner:
-            years, doy0 = _day_index(chunk.ymd)
-            slots = doy0 * MINUTES_PER_DAY + chunk.sod // 60
-            kinds, counts = np.unique(years, return_counts=True)
-            for y, count in zip(kinds.tolist(), counts.tolist()):
-                seen[y] = seen.get(y, 0) + count
-                if year is not None and y != year:
-                    continue
-                table = tables.get(y)
-                if table is None:
-                    size = (366 if _is_leap(y) else 365) * MINUTES_PER_DAY
-                    table = tables[y] = YearTable(y, np.full((size, ncols), np.nan, np.float32),
-                                                  np.zeros(size, np.int32), LoadStats())
-                mine = np.flatnonzero(years == y)
-                # The last row for a minute wins: unique over the reversed order finds last occurrences.
-                where, first_rev = np.unique(slots[mine][::-1], return_index=True)
-                last = mine[len(mine) - 1 - first_rev]
-                table.stats.duplicates += int(len(mine) - len(last) + np.count_nonzero(table.lines[where]))
-                table.lines[where] = chunk.lines[last]
-                block = np.full((len(last), ncols), np.nan, np.float32)
-                block[:, order] = chunk.values[last]
-                table.values[where] = block
-    if year is None:
-        if not seen:
-            raise ValueError(f"{path}: no readable rows")
-        year = max(seen, key=lambda y: (seen[y], -y))
-    stats.other_years = sum(seen.values()) - seen.get(year, 0)
-    table = tables.pop(year, None)
-    tables.clear()
-    if table is None:
-        size = (366 if _is_leap(year) else 365) * MINUTES_PER_DAY
-        table = YearTable(year, np.full((size, ncols), np.nan, np.float32), np.zeros(size, np.int32))
-    present = table.lines != 0
-    stats.rows = int(np.count_nonzero(present))
-    stats.duplicates = table.stats.duplicates
-    stats.missing = int(np.count_nonzero(np.isnan(table.values).all(axis=1) & present))
-    table.stats = stats
-    return table

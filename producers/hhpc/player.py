@@ -7,17 +7,20 @@ from datetime import datetime
 from pathlib import Path
 
 from bus.producer import ProducerContext
-from producers.hhpc.dataset import BadRow, Row, iter_epochs, iter_rows, load_year, local_to_epoch_ms
+from producers.hhpc import Config
+from producers.hhpc.dataset import BadRow, Row, iter_rows
+from producers.hhpc.localtime import iter_epochs, local_to_epoch_ms
+from producers.hhpc.yeartable import load_year
 
 REPLAY_QUEUE_HIGH = 64
 """Replay waits while this many messages are still queued: replay is not a device, backpressure is fine."""
 
 
-def play(ctx: ProducerContext, cfg) -> None:
+def play(ctx: ProducerContext, cfg: Config) -> None:
     device = cfg.device or ctx.name
     path = Path(cfg.dataset)
     if not path.exists():
-        ctx.log.error("dataset %s not found (make one with: wattbus dataset generate --year 2024 --out %s)",
+        ctx.log.error("dataset %s not found (make one with: wattbus emulate hhpc --year 2024 --out %s)",
                       path, path)
         ctx.set_device_status(device, False)
         ctx.stopping.wait()
@@ -40,7 +43,7 @@ def _reading(ts: int, row: Row, period_s: float) -> dict:
     return {"ts": ts, "period_s": period_s, "quality": "ok", "metrics": row.metrics}
 
 
-def _live(ctx: ProducerContext, cfg, device: str, path: Path) -> None:
+def _live(ctx: ProducerContext, cfg: Config, device: str, path: Path) -> None:
     table = load_year(path, on_bad=_on_bad(ctx, path))
     ctx.log.info("live: %s loaded (%d rows, year %d); a reading every %.0f s", path, len(table), table.year,
                  cfg.interval)
@@ -60,7 +63,7 @@ def _live(ctx: ProducerContext, cfg, device: str, path: Path) -> None:
             ctx.publish_reading(device, row.metrics, ts=ts, period_s=cfg.interval)
 
 
-def _replay(ctx: ProducerContext, cfg, device: str, path: Path) -> None:
+def _replay(ctx: ProducerContext, cfg: Config, device: str, path: Path) -> None:
     start_ms = local_to_epoch_ms(datetime.fromisoformat(cfg.start), ctx.tz) if cfg.start else None
     end_ms = local_to_epoch_ms(datetime.fromisoformat(cfg.end), ctx.tz) if cfg.end else None
     ctx.set_device_status(device, True)
@@ -74,7 +77,7 @@ def _replay(ctx: ProducerContext, cfg, device: str, path: Path) -> None:
         ctx.stopping.wait()  # stay up (status online) until told to stop, like any other device
 
 
-def _replay_once(ctx: ProducerContext, cfg, device: str, path: Path, start_ms, end_ms) -> int:
+def _replay_once(ctx: ProducerContext, cfg: Config, device: str, path: Path, start_ms, end_ms) -> int:
     period = 60.0
     batch: list[dict] = []
     sent = 0

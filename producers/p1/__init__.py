@@ -6,12 +6,14 @@ See README.md for what it publishes and every config key.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bus.config import PluginConfig
 from bus.envelope import NAME_PATTERN
-from producers.p1.obis import VERSIONS
+from bus.plugin import Plugin
+from producers.p1.obis import VERSIONS, metric_keys
 from producers.p1.reader import parse_tcp
 
 if TYPE_CHECKING:
@@ -75,4 +77,14 @@ def run(ctx: ProducerContext, cfg: Config) -> None:
     P1Service(ctx, cfg).run()
 
 
-__all__ = ["Config", "run"]
+def emulator(argv: list[str]) -> int:
+    """``wattbus emulate p1``: telegrams on a pseudo-terminal or over TCP (``emulator.py``)."""
+    from producers.p1.emulator import main
+
+    return main(argv)
+
+
+PLUGIN = Plugin("producer", "p1", Config, run, emulator=emulator, demo=Path(__file__).with_name("demo.toml"),
+                metrics=metric_keys)
+
+__all__ = ["Config", "PLUGIN", "run"]

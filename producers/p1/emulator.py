@@ -7,9 +7,9 @@ Telegrams come from fixture files (sent byte for byte) or from ``profile.Telegra
 Fluvius, realistic counters, valid CRC). Faults can be injected: a wrong CRC, a truncated telegram,
 noise bytes between telegrams, a dropped connection.
 
-    python -m producers.p1.emulator --tcp 127.0.0.1:2001 --dsmr 5B
-    python -m producers.p1.emulator --pty --link /tmp/p1 --fixture shared/fixtures/p1/nl_dsmr50_iskra_mt382_v5.txt
-    python -m producers.p1.emulator --tcp 2001 --dsmr 5 --bad-crc 0.05 --noise 0.05 --disconnect 0.01
+    wattbus emulate p1 --tcp 127.0.0.1:2001 --dsmr 5B
+    wattbus emulate p1 --pty --link /tmp/p1 --fixture tests/p1/telegrams/nl_dsmr50_iskra_mt382_v5.txt
+    wattbus emulate p1 --tcp 2001 --dsmr 5 --bad-crc 0.05 --noise 0.05 --disconnect 0.01
 
 Tests drive it from Python: ``Emulator(frames).start_tcp()`` / ``.start_pty()``, then ``play()``.
 """
@@ -318,7 +318,7 @@ class Emulator:
 
 # -- command line ---------------------------------------------------------------------------------------
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m producers.p1.emulator",
+    p = argparse.ArgumentParser(prog="wattbus emulate p1",
                                 description="Emulate a DSMR P1 port on a pseudo-terminal or over TCP.")
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--pty", action="store_true", help="write to a new pseudo-terminal (prints its path)")

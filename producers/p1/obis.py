@@ -150,6 +150,12 @@ UNIT_FACTORS: dict[str, dict[str, Decimal]] = {
 TIMESTAMP_ATTR = "P1_MESSAGE_TIMESTAMP"
 
 
+def metric_keys() -> set[str]:
+    """Every metric key the tables above name."""
+    return ({f.key for f in FIELDS.values()} | {n.key for n in NETS} | set(TOTALS) | {"reactive_power_var"}
+            | {metric for _, metric in MBUS_KINDS.values()})
+
+
 def needed_attributes() -> frozenset[str]:
     """Every dsmr_parser attribute these tables read (the parser is given only those lines to look for)."""
     names = set(FIELDS) | {TIMESTAMP_ATTR, *MBUS_TYPE_ATTRS, *MBUS_READING_ATTRS}

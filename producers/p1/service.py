@@ -18,7 +18,7 @@ import tenacity
 from producers.p1.decode import Sample
 from producers.p1.obis import VERSIONS
 from producers.p1.reader import ConnectionLost, Decoded, P1Reader, Rejected
-from producers.p1.window import Reading, Throttle
+from producers.p1.throttle import ThrottledReading, Throttle
 
 if TYPE_CHECKING:
     from bus.producer import ProducerContext
@@ -143,7 +143,7 @@ class P1Service:
             self.sub_last[device] = sub_ts
             self.ctx.publish_reading(device, {sub.key: sub.value}, ts=sub_ts)
 
-    def _publish(self, reading: Reading | None) -> None:
+    def _publish(self, reading: ThrottledReading | None) -> None:
         if reading is not None:
             self.ctx.publish_reading(self.device, reading.metrics, ts=reading.ts, period_s=reading.period_s)
 

@@ -7,7 +7,6 @@ outages from the device's minute records.  See README.md.
 
 from __future__ import annotations
 
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,10 @@ import msgspec
 
 from bus.config import ConfigError, PluginConfig
 from bus.envelope import NAME_PATTERN
+from bus.plugin import Plugin
+from bus.secrets import SecretError, read_secret
+
+from .fields import metric_keys
 
 if TYPE_CHECKING:
     from bus.producer import ProducerContext
@@ -122,23 +125,17 @@ class DeviceSpec:
 
 
 def _password(section: str, path: str | None, env: str | None) -> str | None:
-    if path:
-        try:
-            return Path(path).read_text("utf-8").strip()
-        except OSError as exc:
-            raise ConfigError([f"producer.{section}.password_file: cannot read {path}: "
-                               f"{exc.strerror or exc}"]) from None
-    if env:
-        value = os.environ.get(env)
-        if value is None:
-            raise ConfigError([f"producer.{section}.password_env: environment variable {env} is not set"])
-        return value
-    return None
+    try:
+        return read_secret(path, env, env_required=True)
+    except SecretError as exc:
+        key = "password_file" if path else "password_env"
+        raise ConfigError([f"producer.{section}.{key}: {exc}"]) from None
 
 
-def run(ctx: "ProducerContext", cfg: Config) -> None:
+def run(ctx: ProducerContext, cfg: Config) -> None:
     """Poll (or follow) every configured device until ``ctx.stopping`` is set."""
-    from .device import StateSaver
+    from bus.state import StateSaver
+
     from .follower import MqttFollower
     from .poller import DevicePoller
 
@@ -162,4 +159,14 @@ def run(ctx: "ProducerContext", cfg: Config) -> None:
         ctx.log.warning("stopping before the broker acknowledged every reading: last state not saved")
 
 
-__all__ = ["Config", "DeviceEntry", "DeviceSpec", "run"]
+def emulator(argv: list[str]) -> int:
+    """``wattbus emulate shelly``: a Pro 3EM over HTTP RPC (``emulator.py``)."""
+    from .emulator import main
+
+    return main(argv)
+
+
+PLUGIN = Plugin("producer", "shelly", Config, run, emulator=emulator, demo=Path(__file__).with_name("demo.toml"),
+                metrics=metric_keys)
+
+__all__ = ["Config", "DeviceEntry", "DeviceSpec", "PLUGIN", "run"]

@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .fields import COUNTER_METRICS, Profile, apply_derived
+from .fields import COUNTER_METRICS, MeterLayout, apply_derived
 from .rpc import BadResponse, RpcError, ShellyRpc
 
 DAY_S = 86400
@@ -79,7 +79,7 @@ def _spans(rpc: ShellyRpc, namespace: str, data_id: int, start: int, end: int) -
     return sorted(set(spans))
 
 
-def fetch_rows(rpc: ShellyRpc, profile: Profile, start: int, end: int, *,
+def fetch_rows(rpc: ShellyRpc, profile: MeterLayout, start: int, end: int, *,
                window_s: int = DAY_S, should_stop: Callable[[], bool] = lambda: False) -> Rows:
     """Every record with ts in [start, end], for all of the profile's data ids."""
     merged: dict[int, tuple[int, dict[tuple[str, str], float]]] = {}
@@ -143,7 +143,7 @@ def _rows_of(result: dict[str, Any], comp: str):
 
 
 @dataclass
-class Window:
+class Gap:
     """A gap to fill: publish records ending in (start, end); counters anchored as described."""
 
     start: int
@@ -159,7 +159,7 @@ class Window:
                 "end_counters": self.end_counters, "exact": self.exact, "attempts": self.attempts}
 
     @classmethod
-    def from_state(cls, d: dict[str, Any]) -> "Window":
+    def from_state(cls, d: dict[str, Any]) -> "Gap":
         return cls(start=int(d["start"]), end=int(d["end"]),
                    anchor_ts=None if d.get("anchor_ts") is None else int(d["anchor_ts"]),
                    anchor=_float_dict(d.get("anchor")), end_counters=_float_dict(d.get("end_counters")),
@@ -176,7 +176,7 @@ def _float_dict(d: Any) -> dict[str, float] | None:
     return {str(k): float(v) for k, v in d.items() if isinstance(v, (int, float))}
 
 
-def build_readings(rows: Rows, profile: Profile, invert: bool, window: Window) -> list[dict[str, Any]]:
+def build_readings(rows: Rows, profile: MeterLayout, invert: bool, window: Gap) -> list[dict[str, Any]]:
     """Readings (``{"ts", "period_s", "quality", "metrics"}``) for the records ending in the window."""
     n = len(rows)
     if n == 0:

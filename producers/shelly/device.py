@@ -21,13 +21,13 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
-from .backfill import Rows, Window, build_readings
-from .fields import COUNTER_METRICS, Profile, map_status, worse
+from .backfill import Rows, Gap, build_readings
+from .fields import COUNTER_METRICS, MeterLayout, map_status, worse
 from .rpc import ShellyError
-from bus.state import StateSaver  # noqa: F401  (re-exported for the poller and follower)
 
 if TYPE_CHECKING:
     from bus.producer import ProducerContext
+    from bus.state import StateSaver
 
 STATE_VERSION = 1
 RESET_EPS_WH = 0.1  # GetStatus counters have 0.01 Wh resolution; a drop beyond this is a reset
@@ -78,7 +78,7 @@ class DeviceTracker:
         self._offer_state(force=True)
 
     # -- identity -----------------------------------------------------------------------------------
-    def identify(self, device_id: str, profile: Profile) -> None:
+    def identify(self, device_id: str, profile: MeterLayout) -> None:
         """Record which physical device (and profile) answers; another one means re-anchoring."""
         known_id, known_profile = self.state.get("device_id"), self.state.get("profile")
         if known_id and (known_id != device_id or (known_profile and known_profile != profile.name)):
@@ -95,7 +95,7 @@ class DeviceTracker:
             self.ctx.set_device_status(self.device, online)
 
     # -- the main step ------------------------------------------------------------------------------
-    def on_snapshot(self, ts: int, components: dict[str, Any], profile: Profile,
+    def on_snapshot(self, ts: int, components: dict[str, Any], profile: MeterLayout,
                     fetch: Fetch | None = None) -> bool:
         """Publish the reading of a status snapshot taken at ``ts`` (epoch s); True if published."""
         ctx, st = self.ctx, self.state
@@ -170,7 +170,7 @@ class DeviceTracker:
 
     # -- backfill -----------------------------------------------------------------------------------
     def _add_window(self, last_ts: int, ts: int, before: dict[str, float], after: dict[str, float]) -> None:
-        w = Window(start=int(last_ts), end=int(ts), anchor_ts=self.state.get("pub_ts"),
+        w = Gap(start=int(last_ts), end=int(ts), anchor_ts=self.state.get("pub_ts"),
                    anchor=dict(before) or None, end_counters=dict(after) or None)
         if w.anchor_ts is None:
             w.anchor = None
@@ -188,13 +188,13 @@ class DeviceTracker:
                           _iso(last_ts), _iso(ts))
         self._offer_state(force=True)
 
-    def run_backfill(self, fetch: Fetch, profile: Profile) -> None:
+    def run_backfill(self, fetch: Fetch, profile: MeterLayout) -> None:
         """Fill the pending windows, oldest first; what cannot be done now stays pending."""
         ctx, st = self.ctx, self.state
         while st.get("pending"):
             if ctx.stopping.is_set():
                 return
-            w = Window.from_state(st["pending"][0])
+            w = Gap.from_state(st["pending"][0])
             lo, hi = w.fetch_range()
             try:
                 rows = fetch(lo, hi)

@@ -3,7 +3,7 @@
 Why tables: the two device profiles (``triphase``: one ``em:0`` + ``emdata:0``; ``monophase``: three
 ``em1:N`` + ``em1data:N``) and the two data paths (live status, per-minute EMData records) differ
 only in *which* device field feeds *which* metric.  Each row says that once; the code in this module
-just walks the rows.  Supporting another Shelly meter (Pro EM, 3EM Gen3) is a new ``Profile``.
+just walks the rows.  Supporting another Shelly meter (Pro EM, 3EM Gen3) is a new ``MeterLayout``.
 
 Direction: the device's signed active power is positive when energy flows the way the CT arrow
 points (grid -> load) and its counters are ``total_act`` (that way) and ``total_act_ret`` (the
@@ -54,7 +54,7 @@ class Derived:
 
 
 @dataclass(frozen=True)
-class Profile:
+class MeterLayout:
     name: str
     status_components: tuple[str, ...]  # must all be present in a status snapshot
     counter_components: tuple[str, ...]  # the EMData / EM1Data ones
@@ -151,7 +151,7 @@ _RECORD_DERIVED = (
     Derived("current_a", "sum_all", ("current_l1_a", "current_l2_a", "current_l3_a")),
 )
 
-TRIPHASE = Profile(
+TRIPHASE = MeterLayout(
     name="triphase",
     status_components=("em:0", "emdata:0"),
     counter_components=("emdata:0",),
@@ -186,7 +186,7 @@ def _monophase_live() -> tuple[Field, ...]:
     return tuple(rows)
 
 
-MONOPHASE = Profile(
+MONOPHASE = MeterLayout(
     name="monophase",
     status_components=("em1:0", "em1:1", "em1:2", "em1data:0", "em1data:1", "em1data:2"),
     counter_components=("em1data:0", "em1data:1", "em1data:2"),
@@ -201,7 +201,17 @@ MONOPHASE = Profile(
 PROFILES = {p.name: p for p in (TRIPHASE, MONOPHASE)}
 
 
-def profile_for(name: str | None, components: Iterable[str] = ()) -> Profile:
+def metric_keys() -> set[str]:
+    """Every metric key the tables above name, both directions (``inverted``) included."""
+    keys = set(COUNTER_METRICS)
+    for layout in PROFILES.values():
+        for f in (*layout.live, *layout.records):
+            keys.update(k for k in (f.metric, f.inverted) if k)
+        keys.update(d.metric for d in (*layout.live_derived, *layout.record_derived))
+    return keys
+
+
+def profile_for(name: str | None, components: Iterable[str] = ()) -> MeterLayout:
     """The profile named by ``Shelly.GetDeviceInfo``, else guessed from the components seen."""
     if name in PROFILES:
         return PROFILES[name]  # type: ignore[index]
@@ -340,7 +350,7 @@ def apply_derived(rows: Iterable[Derived], metrics: dict[str, float], period_s: 
             metrics[d.metric] = value
 
 
-def map_status(profile: Profile, components: dict[str, Any], invert: bool) -> Mapped:
+def map_status(profile: MeterLayout, components: dict[str, Any], invert: bool) -> Mapped:
     """Turn a status snapshot ``{"em:0": {...}, "emdata:0": {...}}`` into metrics and a quality."""
 
     def get(comp: str, key: str) -> Any:

@@ -8,21 +8,24 @@ reading through the same ``DeviceTracker`` as polling.  Those topics carry no ti
 reading is stamped with the host's clock.  When ``host`` is configured too, the device is
 identified and gaps are backfilled over HTTP.
 
-The device's prefix is outside wattbus's ``topic_prefix``: this needs ``ctx.subscribe(..., raw=True)``
-from the bus; without it the site prefix is put in front (fine when ``topic_prefix`` is empty).
+The device's topics are its own, outside wattbus's ``topic_prefix``: they are subscribed with
+``outside_prefix=True`` so a site prefix is never put in front of them.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from .backfill import Rows, fetch_rows
-from .device import DeviceTracker, StateSaver
-from .fields import Profile, profile_for
+from bus.state import StateSaver
+
+from .device import DeviceTracker
+from .fields import MeterLayout, profile_for
 from .rpc import ShellyError, ShellyRpc
 
 if TYPE_CHECKING:
@@ -31,20 +34,6 @@ if TYPE_CHECKING:
     from . import DeviceSpec
 
 _COMPONENTS = ("em:", "emdata:", "em1:", "em1data:")
-
-
-def subscribe_raw(ctx: "ProducerContext", topic: str, callback: Callable[[str, bytes], None]) -> None:
-    """Subscribe to a topic outside the site's ``topic_prefix`` when the bus can."""
-    try:
-        ctx.subscribe(topic, callback, raw=True)  # type: ignore[call-arg]
-        return
-    except TypeError:
-        pass
-    prefix = getattr(getattr(getattr(ctx, "app", None), "mqtt", None), "topic_prefix", "")
-    if prefix:
-        ctx.log.warning("the bus cannot subscribe outside topic_prefix %r: listening on %s%s instead of %s",
-                        prefix, prefix, topic, topic)
-    ctx.subscribe(topic, callback)
 
 
 class MqttFollower:
@@ -113,7 +102,7 @@ class MqttFollower:
                     self._dirty = True
 
     # -- device loop ------------------------------------------------------------------------------------
-    def snapshot(self) -> tuple[dict[str, Any], Profile] | None:
+    def snapshot(self) -> tuple[dict[str, Any], MeterLayout] | None:
         with self._lock:
             if not self._dirty:
                 return None
@@ -123,7 +112,7 @@ class MqttFollower:
             self._dirty = False
             return {k: dict(v) for k, v in self._status.items()}, profile
 
-    def fetch_for(self, profile: Profile) -> Callable[[int, int], Rows] | None:
+    def fetch_for(self, profile: MeterLayout) -> Callable[[int, int], Rows] | None:
         if self.rpc is None or not self.spec.backfill:
             return None
         rpc = self.rpc
@@ -162,7 +151,7 @@ class MqttFollower:
                           self.spec.device)
             return
         for topic in (f"{self.prefix}/status/+", f"{self.prefix}/events/rpc", f"{self.prefix}/online"):
-            subscribe_raw(ctx, topic, self.on_message)
+            ctx.subscribe(topic, self.on_message, outside_prefix=True)
         ctx.log.info("%s: following the device's MQTT topics %s/status/+ and %s/events/rpc", self.spec.device,
                      self.prefix, self.prefix)
         try:

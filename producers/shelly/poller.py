@@ -12,8 +12,10 @@ import time
 from typing import TYPE_CHECKING, Any, Callable
 
 from .backfill import Rows, fetch_rows
-from .device import DeviceTracker, StateSaver
-from .fields import Profile, profile_for
+from bus.state import StateSaver
+
+from .device import DeviceTracker
+from .fields import MeterLayout, profile_for
 from .rpc import AuthError, ShellyError, ShellyRpc
 
 if TYPE_CHECKING:
@@ -36,7 +38,7 @@ class DevicePoller:
                              transport=transport)
         self.tracker = DeviceTracker(ctx, spec.device, interval=spec.interval, invert=spec.invert, saver=saver,
                                      backfill=spec.backfill, backfill_max_s=spec.backfill_max_s)
-        self.profile: Profile | None = None
+        self.profile: MeterLayout | None = None
         self.device_id: str | None = None
         self._down_since: float | None = None
 

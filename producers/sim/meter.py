@@ -19,13 +19,13 @@ from typing import Any
 import numpy as np
 
 from producers.sim.config import MeterConfig, MeterParams, effective, merge_update, params_of
-from producers.sim.profile import Profile, Site
+from producers.sim.profile import LoadProfile, Site
 
 STATE_VERSION = 1
 
 
 @dataclass(frozen=True)
-class Reading:
+class MeterReading:
     ts_ms: int
     power_w: float
     import_wh: float
@@ -46,7 +46,7 @@ class Reading:
 class Upload:
     """One message to publish: a single reading, or a batch (catch-up, or a whole day)."""
 
-    readings: list[Reading]
+    readings: list[MeterReading]
     batch: bool
 
 
@@ -64,10 +64,10 @@ class SimMeter:
         self.serial = self.config.serial
         self.interval_ms = max(1, int(round(self.interval_s * 1000)))
         self.params: MeterParams = effective(self.config, {})
-        self.profile = Profile(self.serial, self.params, self.site, self.seed)
-        self.anchor: Reading | None = None      # the last reading generated
-        self.uploaded: Reading | None = None    # the last reading published (what the state keeps)
-        self.pending: list[Reading] = []        # generated, not yet published (daily upload)
+        self.profile = LoadProfile(self.serial, self.params, self.site, self.seed)
+        self.anchor: MeterReading | None = None      # the last reading generated
+        self.uploaded: MeterReading | None = None    # the last reading published (what the state keeps)
+        self.pending: list[MeterReading] = []        # generated, not yet published (daily upload)
         self.skipped = 0
 
     # ---- configuration ------------------------------------------------------------------------
@@ -87,7 +87,7 @@ class SimMeter:
         params, overrides = merge_update(self.config, self.overrides, request)
         was_daily = self.upload == "daily"
         self.params, self.overrides = params, overrides
-        self.profile = Profile(self.serial, params, self.site, self.seed)
+        self.profile = LoadProfile(self.serial, params, self.site, self.seed)
         if was_daily and self.upload == "live" and self.pending:
             return [self._flush()]
         return []
@@ -111,14 +111,14 @@ class SimMeter:
             imp, exp = float(state["energy_import_wh"]), float(state["energy_export_wh"])
             if ts < 0 or imp < 0 or exp < 0:
                 raise ValueError("negative value")
-            self.anchor = self.uploaded = Reading(ts, 0.0, imp, exp)
+            self.anchor = self.uploaded = MeterReading(ts, 0.0, imp, exp)
         except (KeyError, TypeError, ValueError) as exc:
             warnings.append(f"state has no usable counters ({exc!r}); counters start from 0")
         overrides = state.get("overrides") or {}
         if overrides:
             try:
                 self.params, self.overrides = merge_update(self.config, {}, overrides)
-                self.profile = Profile(self.serial, self.params, self.site, self.seed)
+                self.profile = LoadProfile(self.serial, self.params, self.site, self.seed)
             except ValueError as exc:
                 warnings.append(f"remote overrides in the state no longer apply ({exc}); using the file's")
         return warnings
@@ -128,13 +128,13 @@ class SimMeter:
         """Place a fresh meter (no state) so its first reading falls on the grid at ``origin_s``."""
         if self.anchor is None:
             first = (int(origin_s * 1000) // self.interval_ms) * self.interval_ms
-            self.anchor = Reading(first - self.interval_ms, 0.0, 0.0, 0.0)
+            self.anchor = MeterReading(first - self.interval_ms, 0.0, 0.0, 0.0)
 
     def next_due_s(self) -> float:
         assert self.anchor is not None, "begin() first"
         return (self.anchor.ts_ms + self.interval_ms) / 1000.0
 
-    def generate(self, now_s: float) -> list[Reading]:
+    def generate(self, now_s: float) -> list[MeterReading]:
         """Every grid reading after the last one up to ``now_s`` (readings older than backfill are skipped,
         their energy still counted)."""
         assert self.anchor is not None, "begin() first"
@@ -144,7 +144,7 @@ class SimMeter:
         if cut > a.ts_ms:
             imp, exp = self.profile.energy(a.ts_ms / 1000, [cut / 1000])
             self.skipped += (cut - a.ts_ms) // self.interval_ms
-            a = Reading(cut, 0.0, a.import_wh + float(imp[0]), a.export_wh + float(exp[0]))
+            a = MeterReading(cut, 0.0, a.import_wh + float(imp[0]), a.export_wh + float(exp[0]))
             self.anchor = a
         count = (now_ms - a.ts_ms) // self.interval_ms
         if count <= 0:
@@ -154,7 +154,7 @@ class SimMeter:
         imp, exp = self.profile.energy(a.ts_ms / 1000, t_s)
         imp, exp = np.maximum.accumulate(imp), np.maximum.accumulate(exp)  # float rounding never goes back
         power = self.profile.power(t_s)
-        out = [Reading(int(t), float(p), a.import_wh + float(i), a.export_wh + float(e))
+        out = [MeterReading(int(t), float(p), a.import_wh + float(i), a.export_wh + float(e))
                for t, p, i, e in zip(ts, power, imp, exp)]
         self.anchor = out[-1]
         return out
@@ -180,7 +180,7 @@ class SimMeter:
             self.pending.append(r)
         return uploads
 
-    def local_date(self, r: Reading) -> date:
+    def local_date(self, r: MeterReading) -> date:
         return self.profile.date_of(r.ts_ms / 1000)
 
     def _flush(self) -> Upload:

@@ -140,7 +140,7 @@ class Day:
         return imp, exp
 
 
-class Profile:
+class LoadProfile:
     """The profile of one meter: ``serial`` and ``seed`` pick its randomness, ``params`` its behaviour."""
 
     def __init__(self, serial: str, params: MeterParams, site: Site, seed: int = 0, cache_days: int = 8):

@@ -5,6 +5,7 @@ import math
 
 import pytest
 
+from bus.clock import EmulatedClock
 from producers.adc.emulator import Mcp3208Emulator, Waveform, code_of_volts
 from producers.adc.mcp3208 import Mcp3208, decode, frame
 
@@ -128,21 +129,21 @@ def test_closed_device_refuses_transfers():
 
 
 def test_idle_gaps_in_real_time_move_the_emulated_clock():
-    real = [100.0]
-    emu = Mcp3208Emulator({0: dc(1.0)}, sample_period_s=1e-3, realtime=lambda: real[0], resync_gap_s=0.1)
+    real = EmulatedClock(100.0)  # the host's clock, moved by hand
+    emu = Mcp3208Emulator({0: dc(1.0)}, sample_period_s=1e-3, realtime=real, resync_gap_s=0.1)
     emu.open(0, 0)
     emu.xfer2(frame(0))
-    real[0] += 0.05                       # a short pause (Python being slow): emulated time is not disturbed
+    real.advance(0.05)                    # a short pause (Python being slow): emulated time is not disturbed
     emu.xfer2(frame(0))
     assert emu.clock.now_ns() == 2_000_000
-    real[0] += 0.8                        # the producer waiting for its next interval
+    real.advance(0.8)                     # the producer waiting for its next interval
     assert emu.clock.now_ns() == 2_000_000 + 800_000_000
 
 
 def test_load_profile_scales_the_current_over_time():
-    from producers.adc.emulator import Profile
+    from producers.adc.emulator import LoadCurve
 
-    profile = Profile(((0.0, 1.0), (10.0, 0.0), (20.0, 1.0)))
+    profile = LoadCurve(((0.0, 1.0), (10.0, 0.0), (20.0, 1.0)))
     assert [profile.scale_at(t) for t in (0, 5, 10, 25)] == pytest.approx([1.0, 0.5, 0.0, 0.5])
     wave = Waveform(amplitude_v=1.0, bias_v=1.65, frequency_hz=50.0, phase_deg=90.0, profile=profile)
     assert wave.at(0.0) == pytest.approx(2.65)          # a crest at full scale

@@ -3,6 +3,7 @@
 import orjson
 import pytest
 
+from bus.clock import EmulatedClock
 from producers.adc.circuit import RemoteVoltage
 from producers.adc.energy import EnergyCounter
 
@@ -64,8 +65,8 @@ def reading(volts=None, quality="ok", batch=False):
 
 
 def test_remote_voltage_takes_the_latest_and_expires():
-    now = [0.0]
-    rv = RemoteVoltage(max_age_s=10.0, clock=lambda: now[0])
+    clock = EmulatedClock(0.0)
+    rv = RemoteVoltage(max_age_s=10.0, clock=clock)
     assert rv.value() is None
     assert rv.on_message(reading(236.5)) is None
     assert rv.value() == 236.5
@@ -73,7 +74,7 @@ def test_remote_voltage_takes_the_latest_and_expires():
     assert rv.value() == 238.0
     assert rv.on_message(reading(None, quality="missing")) is None
     assert rv.value() == 238.0
-    now[0] = 11.0
+    clock.advance(11.0)
     assert rv.value() is None
 
 

@@ -11,7 +11,7 @@ import pytest
 from producers.adc import Config
 from producers.adc.circuit import CircuitRunner
 from producers.adc.emulator import Mcp3208Emulator, Waveform
-from producers.adc.loop import build_emulator
+from producers.adc.device import build_emulator
 from producers.adc.mcp3208 import Mcp3208
 from producers.adc.power import analyse, ratio, upward_crossings
 
@@ -27,7 +27,7 @@ def read(cfg: Config, name: str, *, emu: Mcp3208Emulator | None = None, start_ns
     """One reading of circuit ``name`` exactly as the producer takes it."""
     emu = emu or build_emulator(cfg, realtime=False)
     emu.open(0, 0)
-    emu.clock.t_ns = start_ns  # not at a zero crossing
+    emu.clock.set(start_ns / 1e9)  # not at a zero crossing
     runner = CircuitRunner(name, cfg.circuits[name], cfg)
     window = Mcp3208(emu).sample(runner.channels, cfg.steps, cfg.step_ns)
     analysis = runner.analyse(window)
@@ -70,7 +70,7 @@ def test_hand_built_waveforms_with_separate_dc_offsets():
                            5: Waveform(ip, 1.81, 50.0, -math.degrees(phi), noise_v=0.0015)},
                           vref=vref, sample_period_s=30e-6, seed=3)
     emu.open(0, 0)
-    emu.clock.t_ns = 777_777
+    emu.clock.set(777_777 / 1e9)
     w = Mcp3208(emu).sample([2, 5], 600, round(1e9 / 3000))
     a = analyse(w.codes, step_s=w.step_s, delays_s=w.delays_s, has_voltage=True, v_ratio=ratio(vcal, vref),
                 i_ratios=[ratio(ical, vref)], phase_deg=[0.0], nominal_hz=50.0)

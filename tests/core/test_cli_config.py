@@ -19,7 +19,7 @@ role = "load"
 
 [consumer.store]
 type = "store"
-sink = "sqlite:///tmp/wattbus-test.db"
+sink = "sqlite:///var/lib/wattbus/wattbus.db"
 """
 
 
@@ -82,3 +82,38 @@ def test_a_sink_url_with_a_password_exits_2_without_traceback(tmp_path):
     assert r.returncode == 2
     assert "consumer.st.sink" in r.stderr and "password_file" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_a_misspelt_type_names_itself_and_suggests_type(tmp_path):
+    cfg, r = check(tmp_path, GOOD.replace('type = "hhpc"', 'tpye = "hhpc"'))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert f"{cfg}:9: producer.house.tpye: unknown key; did you mean `type`?" in r.stderr
+    assert "hhpc" in r.stderr and "shelly" in r.stderr  # the types there are to choose from
+
+
+def test_a_missing_type_says_which_types_exist(tmp_path):
+    cfg, r = check(tmp_path, GOOD.replace('type = "hhpc"\n', ""))
+    assert r.returncode == 2
+    assert f"{cfg}:8: producer.house.type: missing; expected the producer type, one of hhpc, adc" in r.stderr
+
+
+def test_an_unknown_type_suggests_the_nearest_one(tmp_path):
+    cfg, r = check(tmp_path, GOOD.replace('type = "hhpc"', 'type = "hpcc"'))
+    assert r.returncode == 2
+    assert "producer.house.type: unknown producer type 'hpcc'; did you mean `hhpc`?" in r.stderr
+
+
+def test_a_misspelt_table_or_top_level_key_suggests_the_right_one(tmp_path):
+    cfg, r = check(tmp_path, GOOD.replace("[mqtt]", "[mqqt]"))
+    assert r.returncode == 2 and "mqqt: unknown key; did you mean `mqtt`?" in r.stderr
+    cfg, r = check(tmp_path, GOOD.replace("port = 1883", "prot = 1883"))
+    assert r.returncode == 2 and f"{cfg}:3: mqtt.prot: unknown key; did you mean `port`?" in r.stderr
+
+
+def test_an_unreadable_mqtt_password_file_exits_2_naming_the_key(tmp_path):
+    cfg = tmp_path / "wattbus.toml"
+    nope = tmp_path / "nope"
+    cfg.write_text(GOOD.replace("port = 1883", f'port = 1883\nusername = "house"\npassword_file = "{nope}"'))
+    r = run_cli("-c", str(cfg), "run", "house", timeout=30)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "mqtt.password_file: cannot read" in r.stderr and "nope" in r.stderr

@@ -10,19 +10,12 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from producers.hhpc import dataset
-from producers.hhpc.dataset import (
-    COLUMNS,
-    HEADER,
-    BadRow,
-    NonexistentLocalTime,
-    iter_epochs,
-    iter_rows,
-    load_year,
-    local_to_epoch_ms,
-)
+from producers.hhpc.dataset import COLUMNS, HEADER, BadRow, iter_rows
+from producers.hhpc.localtime import NonexistentLocalTime, iter_epochs, local_to_epoch_ms
+from producers.hhpc.yeartable import load_year
 from producers.hhpc.generate import generate_year
+from tests.conftest import SEED_SAMPLE
 
-SEED_SAMPLE = Path("/work/shared/fixtures/hhpc/seed_sample.txt")
 BRUSSELS = ZoneInfo("Europe/Brussels")
 
 # (power_w, reactive_power_var, voltage_v, current_a, sub1, sub2, sub3) of the seed's ten rows.
@@ -170,7 +163,7 @@ def test_the_fast_and_the_line_by_line_reader_agree(tmp_path, monkeypatch):
     text = path.read_text() + "".join(UCI.splitlines(True)[1:])  # the UCI dialect's rows too
     text += "01/05/2024;00:00:00;0.0005;1.2345678;230.1234;-1.5;0;1;2.5\n"  # odd but valid numbers
     fast, bad_fast = read(text)
-    monkeypatch.setattr(dataset._Scanner, "_fast", lambda self, block, first: None)
+    monkeypatch.setattr(dataset.Scanner, "_fast", lambda self, block, first: None)
     slow, bad_slow = read(text)
     assert bad_fast == bad_slow == []
     assert len(fast) == 14 * 1440 + 5

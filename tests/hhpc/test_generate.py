@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from producers.hhpc.dataset import HEADER, METRIC_KEYS, BadRow, iter_rows, load_year
+from producers.hhpc.dataset import HEADER, METRIC_KEYS, BadRow, iter_rows
+from producers.hhpc.yeartable import load_year
 from producers.hhpc.generate import generate_year
 
 POWER, REACTIVE, VOLTAGE, CURRENT, SUB1, SUB2, SUB3 = range(7)

@@ -1,9 +1,8 @@
-"""The producer loop (P1Service) against the emulator, with a recording stand-in for the bus context:
-what it publishes, how it reports bad input, how it survives a lost connection."""
+"""The producer loop (P1Service) against the emulator, with the shared recording stand-in for the bus
+context: what it publishes, how it reports bad input, how it survives a lost connection."""
 
 from __future__ import annotations
 
-import logging
 import socket
 import threading
 import time
@@ -14,70 +13,30 @@ import msgspec
 import pytest
 from p1_helpers import fixture_bytes
 
-from bus.log import RateLimitedLog
-from bus.runtime import Counters
 from producers.p1 import Config
 from producers.p1.emulator import DISCONNECT, Emulator, bad_crc, generated_frames, noise, truncated
 from producers.p1.service import P1Service
+from tests.support.context import RecordingContext
 
 T0 = datetime(2024, 11, 5, 9, 0, 0, tzinfo=timezone.utc)
 
 
-class FakeContext:
-    """Records what a producer does through the ProducerContext API."""
-
-    def __init__(self, name: str = "meter"):
-        self.name, self.source = name, "p1"
-        self.log = logging.getLogger(f"test.{name}")
-        self.bad_input_log = RateLimitedLog(self.log)
-        self.tz = ZoneInfo("Europe/Brussels")
-        self.stopping = threading.Event()
-        self.counters = Counters()
-        self.readings: list[tuple[str, dict, int, float]] = []
-        self.status: list[tuple[str, bool]] = []
-        self.dead: list[tuple[bytes, str]] = []
-        self.lock = threading.Lock()
-
-    def wait(self, seconds: float) -> bool:
-        return self.stopping.wait(max(0.0, seconds))
-
-    def publish_reading(self, device, metrics, *, ts=None, period_s=0, quality="ok"):
-        with self.lock:
-            self.readings.append((device, dict(metrics), ts, period_s))
-
-    def set_device_status(self, device, online):
-        with self.lock:
-            self.status.append((device, online))
-
-    def dead_letter(self, payload, reason, topic=""):
-        with self.lock:
-            self.counters.inc("dead_letters")
-            self.dead.append((payload, reason))
-
-    def of(self, device: str) -> list[tuple[str, dict, int, float]]:
-        with self.lock:
-            return [r for r in self.readings if r[0] == device]
-
-    def wait_for(self, predicate, timeout: float = 15.0, what: str = "condition") -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}; readings={len(self.readings)} "
-                                     f"status={self.status} counters={self.counters.snapshot()}")
-            time.sleep(0.02)
+def recording(name: str) -> RecordingContext:
+    """The shared recording context (tests/support/context.py) as a p1 producer named ``name``."""
+    return RecordingContext("p1", name)
 
 
 def config(**kw) -> Config:
     return msgspec.convert({"type": "p1", **kw}, Config)
 
 
-def start(ctx: FakeContext, cfg: Config) -> threading.Thread:
+def start(ctx: RecordingContext, cfg: Config) -> threading.Thread:
     t = threading.Thread(target=P1Service(ctx, cfg).run, daemon=True)
     t.start()
     return t
 
 
-def stop(ctx: FakeContext, thread: threading.Thread) -> None:
+def stop(ctx: RecordingContext, thread: threading.Thread) -> None:
     ctx.stopping.set()
     thread.join(10)
     assert not thread.is_alive(), "the producer must return once stopping is set"
@@ -87,7 +46,7 @@ def test_a_dsmr5_meter_becomes_one_reading_per_interval_plus_a_gas_device():
     frames = [f for _, f in zip(range(65), generated_frames("5", "Europe/Brussels", start=T0, step=1.0))]
     with Emulator(frames, period=0.005) as emu:
         emu.start_tcp()
-        ctx = FakeContext("house")
+        ctx = recording("house")
         t = start(ctx, config(port=emu.url, dsmr="5", interval=10))
         ctx.wait_for(emu.done.is_set, what="all telegrams sent")
         ctx.wait_for(lambda: len(ctx.of("house")) >= 7, what="7 readings")
@@ -95,18 +54,18 @@ def test_a_dsmr5_meter_becomes_one_reading_per_interval_plus_a_gas_device():
     main = ctx.of("house")
     t0 = int(T0.timestamp() * 1000)
     # Telegrams at T0 .. T0+64 s: readings at T0, +10 .. +60, and the rest flushed at stop (+64).
-    assert [r[2] - t0 for r in main] == [0, 10_000, 20_000, 30_000, 40_000, 50_000, 60_000, 64_000]
-    assert all(r[3] == 10 for r in main[1:-1])
-    imports = [r[1]["energy_import_wh"] for r in main]
+    assert [r.ts - t0 for r in main] == [0, 10_000, 20_000, 30_000, 40_000, 50_000, 60_000, 64_000]
+    assert all(r.period_s == 10 for r in main[1:-1])
+    imports = [r.metrics["energy_import_wh"] for r in main]
     assert imports == sorted(imports)
-    for _, m, _, _ in main:
+    for m in (r.metrics for r in main):
         assert m["energy_import_wh"] == m["energy_import_t1_wh"] + m["energy_import_t2_wh"]
         assert m["tariff"] in (1, 2) and "power_w" in m and "voltage_l1_v" in m
     gas = ctx.of("house_gas")
     assert len(gas) == 1                       # one 5-minute capture in this minute: published once
-    assert gas[0][2] == t0 and set(gas[0][1]) == {"gas_m3"}
-    assert ("house", True) in ctx.status and ("house_gas", True) in ctx.status
-    assert ctx.status[-2:] == [("house", False), ("house_gas", False)]
+    assert gas[0].ts == t0 and set(gas[0].metrics) == {"gas_m3"}
+    assert ("house", True) in ctx.device_status and ("house_gas", True) in ctx.device_status
+    assert ctx.device_status[-2:] == [("house", False), ("house_gas", False)]
     assert ctx.counters.get("telegrams") == 65 and ctx.counters.get("rejected") == 0
 
 
@@ -119,11 +78,11 @@ def test_corrupt_input_is_counted_dead_lettered_and_skipped():
     frames = [good, noise(33), bad_crc(later), truncated(later), later]
     with Emulator(frames, period=0.01) as emu:
         emu.start_tcp()
-        ctx = FakeContext("nl")
+        ctx = recording("nl")
         t = start(ctx, config(port=emu.url, interval=0))
         ctx.wait_for(lambda: len(ctx.of("nl")) >= 2, what="2 readings")
         stop(ctx, t)
-    assert [r[2] for r in ctx.of("nl")] == [1483381202000, 1483381212000]
+    assert [r.ts for r in ctx.of("nl")] == [1483381202000, 1483381212000]
     c = ctx.counters
     assert (c.get("rejected_noise"), c.get("rejected_bad_crc"), c.get("rejected_truncated")) == (1, 1, 1)
     assert c.get("rejected") == 3 == c.get("dead_letters")
@@ -137,31 +96,31 @@ def test_a_dropped_connection_goes_offline_reconnects_and_goes_on():
     frames = frames[:5] + [DISCONNECT] + frames[5:]
     with Emulator(frames, period=0.01, down_s=0.2) as emu:
         emu.start_tcp()
-        ctx = FakeContext("be")
+        ctx = recording("be")
         t = start(ctx, config(port=emu.url, dsmr="5B", interval=0))
         ctx.wait_for(lambda: len(ctx.of("be")) >= 10, what="all 10 telegrams")
         stop(ctx, t)
-    main = [s for s in ctx.status if s[0] == "be"]
+    main = [s for s in ctx.device_status if s[0] == "be"]
     assert main == [("be", True), ("be", False), ("be", True), ("be", False)]
     assert ctx.counters.get("reconnects") == 1
-    assert len({r[2] for r in ctx.of("be")}) == 10   # nothing lost, nothing twice
-    assert {r[1]["water_m3"] for r in ctx.of("be_water")}    # Belgian water meter on channel 2
+    assert len({r.ts for r in ctx.of("be")}) == 10   # nothing lost, nothing twice
+    assert {r.metrics["water_m3"] for r in ctx.of("be_water")}    # Belgian water meter on channel 2
 
 
 def test_a_meter_that_is_not_there_yet_is_retried_with_backoff_until_it_appears():
     with socket.socket() as s:      # a free port with nobody listening (yet)
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    ctx = FakeContext("late")
+    ctx = recording("late")
     t = start(ctx, config(port=f"tcp://127.0.0.1:{port}", dsmr="5", interval=0))
     ctx.wait_for(lambda: ctx.counters.get("connect_failures") >= 1, what="a failed attempt")
-    assert ctx.status == [("late", False)]
+    assert ctx.device_status == [("late", False)]
     frames = [f for _, f in zip(range(3), generated_frames("5", start=T0, step=1.0))]
     with Emulator(frames, period=0.01) as emu:
         emu.start_tcp(port=port)
         ctx.wait_for(lambda: len(ctx.of("late")) >= 3, what="readings once the meter is there")
         stop(ctx, t)
-    assert ctx.status[:2] == [("late", False), ("late", True)]
+    assert ctx.device_status[:2] == [("late", False), ("late", True)]
 
 
 def test_reconnects_through_the_serial_symlink_after_an_unplug(tmp_path):
@@ -178,38 +137,38 @@ def test_reconnects_through_the_serial_symlink_after_an_unplug(tmp_path):
 
     with Emulator(frames(), period=0.02, down_s=0.3) as emu:
         emu.start_pty(link=link)
-        ctx = FakeContext("usb")
+        ctx = recording("usb")
         t = start(ctx, config(port=link, dsmr="5", interval=0))
         ctx.wait_for(lambda: ctx.of("usb"), what="a first reading")
         unplug.set()
         ctx.wait_for(lambda: ctx.counters.get("reconnects") == 1, what="the unplug")
-        last_before = max(r[2] for r in ctx.of("usb"))
-        ctx.wait_for(lambda: max(r[2] for r in ctx.of("usb")) > last_before + 5000, what="telegrams after the unplug")
+        last_before = max(r.ts for r in ctx.of("usb"))
+        ctx.wait_for(lambda: max(r.ts for r in ctx.of("usb")) > last_before + 5000, what="telegrams after the unplug")
         stop(ctx, t)
-    assert [s for s in ctx.status if s[0] == "usb"][:3] == [("usb", True), ("usb", False), ("usb", True)]
+    assert [s for s in ctx.device_status if s[0] == "usb"][:3] == [("usb", True), ("usb", False), ("usb", True)]
 
 
 def test_host_clock_for_meters_without_one_and_when_asked():
     raw = fixture_bytes("de_easymeter_q3d_esy5q3da1004.txt")
     with Emulator([raw] * 3, period=0.01) as emu:
         emu.start_tcp()
-        ctx = FakeContext("q3d")
+        ctx = recording("q3d")
         before = int(time.time() * 1000)
         t = start(ctx, config(port=emu.url, dsmr="Q3D", interval=0))
         ctx.wait_for(lambda: len(ctx.of("q3d")) >= 3, what="3 readings")
         stop(ctx, t)
-    assert all(before <= r[2] <= int(time.time() * 1000) for r in ctx.of("q3d"))
+    assert all(before <= r.ts <= int(time.time() * 1000) for r in ctx.of("q3d"))
     assert ctx.counters.get("ignored_lines") >= 2 and ctx.counters.get("rejected") == 0
 
     with Emulator([fixture_bytes("nl_dsmr50_iskra_mt382_v5.txt")], period=0.01) as emu:
         emu.start_tcp()
-        ctx = FakeContext("nl")
+        ctx = recording("nl")
         before = int(time.time() * 1000)
         t = start(ctx, config(port=emu.url, dsmr="5", interval=0, meter_clock=False))
         ctx.wait_for(lambda: ctx.of("nl") and ctx.of("nl_gas"), what="a reading and a gas reading")
         stop(ctx, t)
-    assert before <= ctx.of("nl")[0][2] <= int(time.time() * 1000)   # not the meter's 2017
-    assert ctx.of("nl_gas")[0][2] == ctx.of("nl")[0][2]
+    assert before <= ctx.of("nl")[0].ts <= int(time.time() * 1000)   # not the meter's 2017
+    assert ctx.of("nl_gas")[0].ts == ctx.of("nl")[0].ts
 
 
 @pytest.mark.parametrize("bad, key", [
@@ -240,8 +199,8 @@ def test_the_emulator_command_serves_generated_telegrams_over_tcp():
     from producers.p1.obis import VERSIONS
     from producers.p1.reader import Decoded, P1Reader
 
-    proc = subprocess.Popen([sys.executable, "-m", "producers.p1.emulator", "--tcp", "127.0.0.1:0", "--dsmr", "5B",
-                             "--period", "0.05", "--step", "1", "--start", "2025-03-30T00:59:58Z"],
+    proc = subprocess.Popen([sys.executable, "-m", "wattbus", "emulate", "p1", "--tcp", "127.0.0.1:0",
+                             "--dsmr", "5B", "--period", "0.05", "--step", "1", "--start", "2025-03-30T00:59:58Z"],
                             stdout=subprocess.PIPE, text=True)
     try:
         kind, where = proc.stdout.readline().split()

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from pathlib import Path
 
 import orjson
 
 from tests.support.processes import write_config
 
-DATA = Path(__file__).parent / "data"
 T0 = 1_704_067_200_000  # 2024-01-01T00:00:00Z
 
 
@@ -57,12 +55,12 @@ def test_bad_messages_land_in_the_dlq_and_the_store_keeps_going(broker, processe
     assert store.terminate() == 0
 
 
-def test_sigterm_stops_a_producer_within_10_s_publishing_offline(broker, processes, collector_factory,
-                                                                  tmp_path):
+def test_sigterm_stops_a_producer_within_10_s_publishing_offline(broker, processes, collector_factory, tmp_path,
+                                                                  seed_sample):
     cfg = write_config(tmp_path / "wattbus.toml", broker, f"""
         [producer.termhouse]
         type = "hhpc"
-        dataset = "{DATA / 'seed_sample.txt'}"
+        dataset = "{seed_sample}"
         mode = "live"
         interval = 1
         """)

@@ -16,7 +16,7 @@ from producers.hhpc.generate import generate_year
 from tests.support.ports import free_port
 from tests.support.processes import write_config
 
-SEED_ROWS = [  # ../shared/fixtures/hhpc/seed_sample.txt, mapped to W, var, V, A, Wh (Europe/Brussels = UTC+1)
+SEED_ROWS = [  # tests/hhpc/fixtures/seed_sample.txt, mapped to W, var, V, A, Wh (Europe/Brussels = UTC+1)
     (1734195480000, 2278.0, 50.0, 236.74, 9.6, 0.0, 0.0, 17.0),
     (1734195540000, 2466.0, 92.0, 236.8, 10.4, 0.0, 0.0, 17.0),
     (1734195600000, 2464.0, 92.0, 236.95, 10.4, 0.0, 0.0, 17.0),
@@ -57,9 +57,9 @@ def scrape(port: int) -> str:
     return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
 
 
-def test_seed_rows_replayed_are_stored_once_with_units_and_exported(broker, processes, tmp_path):
+def test_seed_rows_replayed_are_stored_once_with_units_and_exported(broker, processes, tmp_path, seed_sample):
     dataset = tmp_path / "seed.txt"
-    shutil.copy(Path(__file__).parent / "data" / "seed_sample.txt", dataset)
+    shutil.copy(seed_sample, dataset)
     db, port = tmp_path / "w.db", free_port()
     cfg = write_config(tmp_path / "wattbus.toml", broker, f"""
         [producer.seedhouse]

@@ -10,7 +10,8 @@ import pytest
 from shelly_support import JUNE_MORNING
 
 from bus import envelope
-from producers.shelly.emulator import EmulatedShelly, SpeedClock
+from bus.clock import EmulatedClock
+from producers.shelly.emulator import EmulatedShelly
 from tests.conftest import unique
 from tests.support.processes import write_config
 
@@ -33,7 +34,7 @@ def retained(collector, topic: str) -> bytes | None:
 @pytest.mark.slow
 def test_polls_publishes_and_backfills_a_restart_gap_exactly_once(broker, processes, collector_factory, tmp_path):
     dev = unique("mains")
-    clock = SpeedClock(JUNE_MORNING, 1.0)
+    clock = EmulatedClock(JUNE_MORNING, speed=1.0)
     with EmulatedShelly(role="grid", clock=clock, password="pw") as emu:
         (tmp_path / "shelly.pass").write_text("pw\n")
         cfg = write_config(tmp_path / "wattbus.toml", broker, f"""
@@ -86,7 +87,7 @@ def test_polls_publishes_and_backfills_a_restart_gap_exactly_once(broker, proces
 @pytest.mark.slow
 def test_sigterm_while_the_device_hangs_exits_cleanly(broker, processes, collector_factory, tmp_path):
     dev = unique("hang")
-    with EmulatedShelly(role="solar", clock=SpeedClock(JUNE_MORNING, 1.0), timeout_delay=60.0) as emu:
+    with EmulatedShelly(role="solar", clock=EmulatedClock(JUNE_MORNING, speed=1.0), timeout_delay=60.0) as emu:
         cfg = write_config(tmp_path / "wattbus.toml", broker, f"""
             [producer.{dev}]
             type = "shelly"

@@ -13,7 +13,8 @@ import pytest
 from shelly_support import JUNE_MORNING
 
 from producers.shelly.backfill import fetch_rows
-from producers.shelly.emulator import EmulatedShelly, FakeClock
+from bus.clock import EmulatedClock
+from producers.shelly.emulator import EmulatedShelly
 from producers.shelly.fields import MONOPHASE, TRIPHASE
 from producers.shelly.rpc import AuthError, RpcError, ShellyRpc
 
@@ -21,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_counters_integrate_power_and_records_add_up_to_the_counters():
-    clock = FakeClock(JUNE_MORNING)
+    clock = EmulatedClock(JUNE_MORNING)
     with EmulatedShelly(role="grid", clock=clock) as emu, ShellyRpc(emu.url) as rpc:
         first = rpc.call("EMData.GetStatus", {"id": 0})
         powers = []
@@ -42,7 +43,7 @@ def test_counters_integrate_power_and_records_add_up_to_the_counters():
 
 
 def test_getdata_is_chunked_and_read_by_keys_in_windows_of_a_day():
-    clock = FakeClock(JUNE_MORNING)
+    clock = EmulatedClock(JUNE_MORNING)
     with EmulatedShelly(role="solar", clock=clock, keys_order="shuffled", data_chunk=500) as emu:
         clock.advance(3 * 86400)
         with ShellyRpc(emu.url) as rpc:
@@ -66,7 +67,7 @@ def test_getdata_is_chunked_and_read_by_keys_in_windows_of_a_day():
 
 
 def test_monophase_records_come_per_channel_and_merge_on_time():
-    clock = FakeClock(JUNE_MORNING)
+    clock = EmulatedClock(JUNE_MORNING)
     with EmulatedShelly(role="grid", profile="monophase", clock=clock) as emu:
         clock.advance(600)
         with ShellyRpc(emu.url) as rpc:
@@ -80,7 +81,7 @@ def test_monophase_records_come_per_channel_and_merge_on_time():
 
 
 def test_power_loss_makes_a_new_block_and_data_deletion_empties_the_database():
-    clock = FakeClock(JUNE_MORNING)
+    clock = EmulatedClock(JUNE_MORNING)
     with EmulatedShelly(role="grid", clock=clock) as emu, ShellyRpc(emu.url) as rpc:
         clock.advance(600)
         emu.power_off()
@@ -96,7 +97,7 @@ def test_power_loss_makes_a_new_block_and_data_deletion_empties_the_database():
 
 
 def test_digest_auth_sha256_like_the_firmware():
-    with EmulatedShelly(role="grid", password="s3cret", clock=FakeClock(JUNE_MORNING)) as emu:
+    with EmulatedShelly(role="grid", password="s3cret", clock=EmulatedClock(JUNE_MORNING)) as emu:
         with ShellyRpc(emu.url) as anonymous:
             info = anonymous.device_info()  # Shelly.GetDeviceInfo stays open
             assert info["auth_en"] is True and info["auth_domain"] == emu.device_id
@@ -121,7 +122,7 @@ def test_digest_auth_sha256_like_the_firmware():
 
 
 def test_rpc_errors_are_not_retried():
-    with EmulatedShelly(clock=FakeClock(JUNE_MORNING)) as emu, ShellyRpc(emu.url) as rpc:
+    with EmulatedShelly(clock=EmulatedClock(JUNE_MORNING)) as emu, ShellyRpc(emu.url) as rpc:
         with pytest.raises(RpcError) as err:
             rpc.call("Switch.Toggle", {"id": 0})
         assert err.value.code == 404
@@ -131,8 +132,10 @@ def test_rpc_errors_are_not_retried():
 
 
 def test_emulator_command_line_serves_and_stops_on_sigterm(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "producers.shelly.emulator", "--port", "0", "--role", "solar",
-                             "--profile", "monophase", "--auth", "pw", "--faults", "http500:0.0"],
+    (tmp_path / "pw").write_text("pw\n")
+    proc = subprocess.Popen([sys.executable, "-m", "wattbus", "emulate", "shelly", "--port", "0",
+                             "--role", "solar", "--profile", "monophase", "--auth-file", str(tmp_path / "pw"),
+                             "--faults", "http500:0.0"],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         line = proc.stdout.readline()
@@ -145,6 +148,10 @@ def test_emulator_command_line_serves_and_stops_on_sigterm(tmp_path):
         assert proc.wait(10) == 0
     finally:
         proc.kill()
-    bad = subprocess.run([sys.executable, "-m", "producers.shelly.emulator", "--port", "0", "--faults", "fire"],
-                         cwd=REPO, capture_output=True, text=True, timeout=30)
+    bad = subprocess.run([sys.executable, "-m", "wattbus", "emulate", "shelly", "--port", "0",
+                          "--faults", "fire"], cwd=REPO, capture_output=True, text=True, timeout=30)
     assert bad.returncode == 2 and "unknown fault 'fire'" in bad.stderr
+    nopass = subprocess.run([sys.executable, "-m", "wattbus", "emulate", "shelly", "--port", "0",
+                             "--auth-env", "WATTBUS_TEST_UNSET_VARIABLE"],
+                            cwd=REPO, capture_output=True, text=True, timeout=30)
+    assert nopass.returncode == 2 and "WATTBUS_TEST_UNSET_VARIABLE is not set" in nopass.stderr

@@ -6,22 +6,26 @@ from pathlib import Path
 
 import orjson
 import pytest
-from shelly_support import JUNE_MORNING, FakeContext, _ImmediateSaver
+from shelly_support import JUNE_MORNING, shelly_context, _ImmediateSaver
 
+from bus import envelope
+from bus.clock import EmulatedClock
 from bus.config import ConfigError, parse_config
 from producers.shelly import Config
-from producers.shelly.emulator import EmulatedShelly, FakeClock
+from producers.shelly.emulator import EmulatedShelly
 from producers.shelly.follower import MqttFollower
+from tests.conftest import unique
+from tests.support.processes import write_config
 from wattbus.plugins import resolve
 
 PREFIX = "shellypro3em-fce8c0dba900"
 
 
 def test_follows_status_topics_and_merges_notify_deltas_over_the_last_full_status():
-    clock = FakeClock(JUNE_MORNING)
+    clock = EmulatedClock(JUNE_MORNING)
     emu = EmulatedShelly(role="grid", clock=clock)  # used as a model only: its status objects
     full = emu.rpc("Shelly.GetStatus", {})
-    ctx = FakeContext(clock)
+    ctx = shelly_context(clock)
     spec = Config(type="shelly", device="mains", mode="mqtt", mqtt_prefix=PREFIX, interval=30).specs("mains")[0]
     follower = MqttFollower(ctx, spec, _ImmediateSaver(ctx), host_time=clock)
 
@@ -115,3 +119,38 @@ def test_sample_config_is_valid(tmp_path):
     sample = Path(__file__).resolve().parents[2] / "producers" / "shelly" / "sample.toml"
     app = parse(sample.read_text(), tmp_path)
     assert {c.type for c in app.producers.values()} == {"shelly"}
+
+
+@pytest.mark.slow
+def test_mqtt_mode_follows_the_device_topics_outside_the_sites_topic_prefix(broker, processes,
+                                                                            collector_factory, tmp_path):
+    """The device publishes where it was told (``<its prefix>/status/...``), whatever the site calls itself:
+    with ``topic_prefix = "site7/"`` the producer still hears it, and its readings go under the prefix."""
+    device_prefix = unique("shellypro3em-")
+    dev = unique("pv")
+    cfg = write_config(tmp_path / "wattbus.toml", broker, f"""
+        [producer.{dev}]
+        type = "shelly"
+        mode = "mqtt"
+        mqtt_prefix = "{device_prefix}"
+        interval = 1
+        role = "grid"
+        """, mqtt='topic_prefix = "site7/"')
+    site = collector_factory(broker, f"site7/shelly/{dev}/#", f"shelly/{dev}/#", f"site7/{device_prefix}/#")
+    device = collector_factory(broker)
+    model = EmulatedShelly(role="grid", clock=EmulatedClock(JUNE_MORNING))  # its status objects only
+    full = model.rpc("Shelly.GetStatus", {})
+    p = processes(cfg, dev)
+    p.wait_output("following the device's MQTT topics")
+
+    def published_reading() -> bool:
+        for comp in ("em:0", "emdata:0"):
+            device.publish(f"{device_prefix}/status/{comp}", orjson.dumps(full[comp]))
+        return bool(site.on(f"site7/shelly/{dev}/reading"))
+
+    site.wait_for(published_reading, timeout=30, what="a reading under the site prefix")
+    reading = envelope.decode(site.on(f"site7/shelly/{dev}/reading")[0][1])[0]
+    assert reading.metrics["power_l1_w"] == pytest.approx(full["em:0"]["a_act_power"])
+    assert reading.metrics["energy_import_wh"] == pytest.approx(full["emdata:0"]["total_act"], abs=0.01)
+    assert not site.on(f"shelly/{dev}/#"), "readings go under topic_prefix"
+    assert p.terminate() == 0

@@ -7,15 +7,16 @@ counters that never go backwards, and a producer that shrugs off a misbehaving d
 from __future__ import annotations
 
 import pytest
-from shelly_support import JUNE_MORNING, FakeContext, make_poller, truth_counters
+from shelly_support import JUNE_MORNING, shelly_context, make_poller, truth_counters
 
-from producers.shelly.emulator import EmulatedShelly, FakeClock
+from bus.clock import EmulatedClock
+from producers.shelly.emulator import EmulatedShelly
 
 COUNTERS = ("energy_import_wh", "energy_export_wh", "energy_import_l1_wh", "energy_export_l1_wh",
             "energy_import_l2_wh", "energy_export_l2_wh", "energy_import_l3_wh", "energy_export_l3_wh")
 
 
-def run_until(ctx: FakeContext, poller, t: float) -> None:
+def run_until(ctx, poller, t: float) -> None:
     ctx.stop_at = t
     ctx.stopping.clear()
     poller.run()
@@ -36,9 +37,9 @@ def assert_series_sound(readings, *, max_gap_s: float) -> None:
 # -- values and signs ------------------------------------------------------------------------------
 
 def test_grid_device_values_and_signs_follow_the_device():
-    clock = FakeClock(JUNE_MORNING)
+    clock = EmulatedClock(JUNE_MORNING)
     with EmulatedShelly(role="grid", clock=clock) as emu:
-        ctx = FakeContext(clock)
+        ctx = shelly_context(clock)
         status = emu.rpc("Shelly.GetStatus", {})  # what the device shows at the time of the poll
         run_until(ctx, make_poller(ctx, emu), JUNE_MORNING + 1)  # one poll
     em, data = status["em:0"], status["emdata:0"]
@@ -64,9 +65,9 @@ def test_grid_device_values_and_signs_follow_the_device():
 
 
 def test_solar_device_reports_production_as_positive_power_and_import():
-    clock = FakeClock(JUNE_MORNING)
+    clock = EmulatedClock(JUNE_MORNING)
     with EmulatedShelly(role="solar", clock=clock, neutral=False) as emu:
-        ctx = FakeContext(clock)
+        ctx = shelly_context(clock)
         status = emu.rpc("Shelly.GetStatus", {})
         run_until(ctx, make_poller(ctx, emu, device="solar", role="solar"), JUNE_MORNING + 1)
     em, data = status["em:0"], status["emdata:0"]
@@ -84,9 +85,9 @@ def test_solar_device_reports_production_as_positive_power_and_import():
 
 def test_solar_at_night_draws_standby_power_as_negative():
     night = JUNE_MORNING - 8 * 3600  # midnight UTC
-    clock = FakeClock(night)
+    clock = EmulatedClock(night)
     with EmulatedShelly(role="solar", clock=clock) as emu:
-        ctx = FakeContext(clock)
+        ctx = shelly_context(clock)
         run_until(ctx, make_poller(ctx, emu, device="solar", role="solar", interval=600), night + 3600)
     powers = [r.metrics["power_w"] for r in ctx.readings]
     assert len(powers) == 6 and all(-15 < p < 0 for p in powers)
@@ -96,9 +97,9 @@ def test_solar_at_night_draws_standby_power_as_negative():
 
 
 def test_monophase_profile_maps_channels_to_phases():
-    clock = FakeClock(JUNE_MORNING)
+    clock = EmulatedClock(JUNE_MORNING)
     with EmulatedShelly(role="grid", profile="monophase", clock=clock) as emu:
-        ctx = FakeContext(clock)
+        ctx = shelly_context(clock)
         status = emu.rpc("Shelly.GetStatus", {})
         run_until(ctx, make_poller(ctx, emu), JUNE_MORNING + 1)
     [r] = ctx.readings
@@ -116,9 +117,9 @@ def test_monophase_profile_maps_channels_to_phases():
 @pytest.mark.parametrize("role,profile", [("grid", "triphase"), ("solar", "monophase")])
 def test_two_hour_outage_is_backfilled_once_without_gap_or_duplicate(role, profile):
     t0 = JUNE_MORNING
-    clock = FakeClock(t0)
+    clock = EmulatedClock(t0)
     with EmulatedShelly(role=role, profile=profile, clock=clock, keys_order="shuffled", data_chunk=45) as emu:
-        ctx = FakeContext(clock)
+        ctx = shelly_context(clock)
         poller = make_poller(ctx, emu, device="dev", role=role)
         ctx.at(t0 + 600, lambda: setattr(emu, "reachable", False))
         ctx.at(t0 + 600 + 7200, lambda: setattr(emu, "reachable", True))
@@ -146,7 +147,7 @@ def test_two_hour_outage_is_backfilled_once_without_gap_or_duplicate(role, profi
 
         # a restart with the retained state goes on where it stopped and backfills nothing again
         before = {r.ts for r in readings}
-        ctx2 = FakeContext(clock, states=ctx.states)
+        ctx2 = shelly_context(clock, states=ctx.states)
         run_until(ctx2, make_poller(ctx2, emu, device="dev", role=role), t0 + 9600)
     assert ctx2.readings and not ctx2.batches
     assert not before & {r.ts for r in ctx2.readings}
@@ -155,13 +156,13 @@ def test_two_hour_outage_is_backfilled_once_without_gap_or_duplicate(role, profi
 
 def test_stop_during_a_long_backfill_resumes_it_at_the_next_start_without_duplicates():
     t0 = JUNE_MORNING
-    clock = FakeClock(t0)
+    clock = EmulatedClock(t0)
     with EmulatedShelly(role="grid", clock=clock) as emu:
-        ctx = FakeContext(clock)
+        ctx = shelly_context(clock)
         run_until(ctx, make_poller(ctx, emu), t0 + 120)
         clock.advance(30 * 3600)  # the producer was down for 30 hours: 1800 minutes, 4 batches
 
-        ctx2 = FakeContext(clock, states=ctx.states)
+        ctx2 = shelly_context(clock, states=ctx.states)
         publish = ctx2.publish_readings
 
         def publish_then_sigterm(device, readings):
@@ -175,7 +176,7 @@ def test_stop_during_a_long_backfill_resumes_it_at_the_next_start_without_duplic
         pending = ctx.states["mains"]["pending"]
         assert len(pending) == 1 and pending[0]["start"] == ctx2.batches[0][-1].ts // 1000
 
-        ctx3 = FakeContext(clock, states=ctx.states)
+        ctx3 = shelly_context(clock, states=ctx.states)
         run_until(ctx3, make_poller(ctx3, emu), clock() + 60)
     back = [r.ts // 1000 for r in ctx2.readings + ctx3.readings if r.period_s == 60]
     assert back == list(range(t0 + 120, t0 + 120 + 30 * 3600 + 60, 60))[: len(back)]
@@ -186,13 +187,13 @@ def test_stop_during_a_long_backfill_resumes_it_at_the_next_start_without_duplic
 
 def test_producer_restart_backfills_the_time_it_was_down():
     t0 = JUNE_MORNING + 30  # polls off the minute: the first record straddles the last reading
-    clock = FakeClock(t0)
+    clock = EmulatedClock(t0)
     with EmulatedShelly(role="grid", clock=clock) as emu:
-        ctx = FakeContext(clock)
+        ctx = shelly_context(clock)
         run_until(ctx, make_poller(ctx, emu), t0 + 300)
         last = max(r.ts for r in ctx.readings) // 1000
         clock.advance(45 * 60)  # the producer is stopped for 45 minutes
-        ctx2 = FakeContext(clock, states=ctx.states)
+        ctx2 = shelly_context(clock, states=ctx.states)
         run_until(ctx2, make_poller(ctx2, emu), clock() + 120)
         back = [r for r in ctx2.readings if r.period_s == 60]
         assert [r.ts // 1000 for r in back] == list(range(last + 30, last + 30 + 46 * 60, 60))
@@ -206,9 +207,9 @@ def test_producer_restart_backfills_the_time_it_was_down():
 
 def test_device_power_loss_leaves_the_gap_it_really_has():
     t0 = JUNE_MORNING
-    clock = FakeClock(t0)
+    clock = EmulatedClock(t0)
     with EmulatedShelly(role="grid", clock=clock) as emu:
-        ctx = FakeContext(clock)
+        ctx = shelly_context(clock)
         poller = make_poller(ctx, emu)
         ctx.at(t0 + 300, emu.power_off)
         ctx.at(t0 + 1500, emu.power_on)
@@ -225,9 +226,9 @@ def test_device_power_loss_leaves_the_gap_it_really_has():
 
 def test_counter_reset_is_detected_and_published_counters_keep_growing():
     t0 = JUNE_MORNING - 6 * 3600  # 02:00 UTC: the house imports
-    clock = FakeClock(t0)
+    clock = EmulatedClock(t0)
     with EmulatedShelly(role="grid", clock=clock) as emu:
-        ctx = FakeContext(clock)
+        ctx = shelly_context(clock)
         ctx.at(t0 + 600, emu.delete_all_data)
         run_until(ctx, make_poller(ctx, emu), t0 + 1500)
     live = sorted(ctx.live(), key=lambda r: r.ts)
@@ -244,9 +245,9 @@ def test_counter_reset_is_detected_and_published_counters_keep_growing():
 
 def test_replaced_device_continues_the_counters():
     t0 = JUNE_MORNING
-    clock = FakeClock(t0)
+    clock = EmulatedClock(t0)
     with EmulatedShelly(role="grid", clock=clock) as emu:
-        ctx = FakeContext(clock)
+        ctx = shelly_context(clock)
         poller = make_poller(ctx, emu)
         ctx.at(t0 + 290, lambda: setattr(emu, "reachable", False))
         ctx.at(t0 + 400, emu.replace_device)
@@ -262,9 +263,9 @@ def test_replaced_device_continues_the_counters():
 
 def test_faults_are_counted_retried_and_survived():
     t0 = JUNE_MORNING
-    clock = FakeClock(t0)
+    clock = EmulatedClock(t0)
     with EmulatedShelly(role="grid", clock=clock, timeout_delay=1.0) as emu:
-        ctx = FakeContext(clock)
+        ctx = shelly_context(clock)
         poller = make_poller(ctx, emu, timeout=0.3, retries=2)
         status = "Shelly.GetStatus"
         ctx.at(t0 + 60, lambda: emu.faults.arm("http500", 1, status))
@@ -292,9 +293,9 @@ def test_faults_are_counted_retried_and_survived():
 
 def test_device_errors_set_reading_quality():
     t0 = JUNE_MORNING
-    clock = FakeClock(t0)
+    clock = EmulatedClock(t0)
     with EmulatedShelly(role="grid", clock=clock) as emu:
-        ctx = FakeContext(clock)
+        ctx = shelly_context(clock)
         ctx.at(t0 + 60, lambda: emu.phase_errors.update(a=["out_of_range:voltage"]))
         ctx.at(t0 + 120, lambda: (emu.phase_errors.clear(), emu.errors.append("power_meter_failure")))
         ctx.at(t0 + 180, lambda: (emu.errors.clear(), emu.errors.append("phase_sequence")))
@@ -307,10 +308,10 @@ def test_device_errors_set_reading_quality():
 
 
 def test_unsynced_device_clock_falls_back_to_host_time():
-    clock = FakeClock(JUNE_MORNING)
+    clock = EmulatedClock(JUNE_MORNING)
     with EmulatedShelly(role="grid", clock=clock) as emu:
         emu.sys_time_synced = False
-        ctx = FakeContext(clock)
+        ctx = shelly_context(clock)
         poller = make_poller(ctx, emu)
         poller.host_time = lambda: 1_750_000_000.0
         run_until(ctx, poller, JUNE_MORNING + 1)
@@ -327,16 +328,16 @@ def test_run_polls_a_mains_and_a_solar_device_from_one_process(monkeypatch):
     import msgspec
 
     from producers.shelly import Config, run
-    from producers.shelly.emulator import SpeedClock
+    from bus.clock import EmulatedClock
 
-    clock = SpeedClock(JUNE_MORNING, 1.0)
+    clock = EmulatedClock(JUNE_MORNING, speed=1.0)
     with EmulatedShelly(role="grid", clock=clock) as mains, \
             EmulatedShelly(role="solar", clock=clock, password="pv") as solar:
         monkeypatch.setenv("WATTBUS_TEST_PV_PASS", "pv")
         cfg = msgspec.convert({"type": "shelly", "interval": 1, "devices": [
             {"device": "mains", "host": mains.url},
             {"device": "solar", "host": solar.url, "role": "solar", "password_env": "WATTBUS_TEST_PV_PASS"}]}, Config)
-        ctx = FakeContext(None, name="meters")  # real time
+        ctx = shelly_context(None, name="meters")  # real time
         worker = threading.Thread(target=run, args=(ctx, cfg))
         worker.start()
         deadline = time.monotonic() + 10

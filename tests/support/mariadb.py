@@ -42,7 +42,10 @@ class MariaDB:
 
     def install(self) -> "MariaDB":
         subprocess.run(
-            [INSTALL_DB, "--no-defaults", "--auth-root-authentication-method=normal", "--skip-test-db",
+            # --force --skip-name-resolve: no host name lookup, so a machine whose name (or even
+            # "localhost") does not resolve still gets a test database; grants are by IP anyway.
+            [INSTALL_DB, "--no-defaults", "--force", "--skip-name-resolve",
+             "--auth-root-authentication-method=normal", "--skip-test-db",
              f"--datadir={self.datadir}", f"--user={getpass.getuser()}"],
             check=True, capture_output=True, timeout=120,
         )

@@ -13,13 +13,16 @@ from textwrap import dedent
 REPO = Path(__file__).resolve().parents[2]
 
 
-def write_config(path: Path, broker, body: str = "", *, site_tz: str = "Europe/Brussels") -> Path:
-    """A wattbus.toml pointing at ``broker``, plus ``body`` (producer/consumer sections)."""
+def write_config(path: Path, broker, body: str = "", *, site_tz: str = "Europe/Brussels",
+                 mqtt: str = "") -> Path:
+    """A wattbus.toml pointing at ``broker``, plus ``body`` (producer/consumer sections); ``mqtt``: more
+    ``[mqtt]`` keys (``topic_prefix = "home1/"``, ``username = ...``)."""
     path.write_text(dedent(f"""\
         [mqtt]
         host = "{broker.host}"
         port = {broker.port}
         keepalive = 5
+        """) + dedent(mqtt) + dedent(f"""
 
         [site]
         timezone = "{site_tz}"
@@ -78,3 +81,19 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 60.0) -> subpr
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     return subprocess.run([sys.executable, "-m", "wattbus", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env=env)
+
+
+def children_of(pid: int) -> dict[int, str]:
+    """pid -> command line of the live processes whose parent is ``pid`` (read from /proc)."""
+    found = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == pid:
+            found[int(proc.name)] = cmdline
+    return found

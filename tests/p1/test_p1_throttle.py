@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from producers.p1.window import Throttle
+from producers.p1.throttle import Throttle
 
 T0 = 1_700_000_000_000  # a multiple of 10 s
 

@@ -22,7 +22,7 @@ _AVERAGED = averaged_keys()
 
 
 @dataclass(slots=True)
-class Reading:
+class ThrottledReading:
     ts: int
     metrics: dict[str, float]
     period_s: float = 0.0
@@ -44,7 +44,7 @@ class Throttle:
         step = int(self.interval_s * 1000)
         return ts // step if step > 0 else ts
 
-    def add(self, ts: int, metrics: dict[str, float]) -> Reading | None:
+    def add(self, ts: int, metrics: dict[str, float]) -> ThrottledReading | None:
         """Take one telegram's metrics; return the reading to publish now, if any."""
         if self._last_ts is not None and ts == self._last_ts:
             return None
@@ -60,13 +60,13 @@ class Throttle:
             return None
         return self._emit(slot)
 
-    def flush(self) -> Reading | None:
+    def flush(self) -> ThrottledReading | None:
         """The telegrams not yet published (on a lost connection or at stop), then start afresh."""
         reading = self._emit(None) if self._pending and self._latest_ts is not None else None
         self._last_slot = None
         return reading
 
-    def _emit(self, slot: int | None) -> Reading:
+    def _emit(self, slot: int | None) -> ThrottledReading:
         ts = self._latest_ts
         assert ts is not None
         metrics = dict(self._latest)
@@ -76,7 +76,7 @@ class Throttle:
                 metrics[key] = round(total / self._counts[key], 3)
             if self._last_ts is not None and max(self._counts.values(), default=0) > 1 and ts > self._last_ts:
                 period = (ts - self._last_ts) / 1000
-        reading = Reading(ts, metrics, period)
+        reading = ThrottledReading(ts, metrics, period)
         self._sums.clear()
         self._counts.clear()
         self._latest.clear()
