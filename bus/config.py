@@ -44,8 +44,11 @@ class MqttConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: int = 1883
     username: str | None = None
+    """Broker login; default: the process's own name, so each process is its own broker user."""
     password_file: str | None = None
-    """File holding the password (never in the config or argv); else $WATTBUS_MQTT_PASSWORD."""
+    """File holding the password (never in the config or argv); else $WATTBUS_MQTT_PASSWORD. ``{process}``
+    stands for the process name ("/etc/wattbus/mqtt/{process}.pass"); $WATTBUS_MQTT_PASSWORD_FILE wins
+    (the systemd unit points it at the unit's own credential)."""
     tls_ca: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -66,6 +69,12 @@ class MqttConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             raise ValueError("`topic_prefix` must end with '/' (e.g. \"home1/\")")
         if any(c in self.topic_prefix for c in "#+$"):
             raise ValueError("`topic_prefix` must not contain #, + or $")
+
+    def for_process(self, name: str) -> MqttConfig:
+        """The login of process ``name``: its username (default its name) and its own password file."""
+        pw_file = os.environ.get("WATTBUS_MQTT_PASSWORD_FILE") or self.password_file
+        return msgspec.structs.replace(self, username=(self.username or name).replace("{process}", name),
+                                       password_file=pw_file.replace("{process}", name) if pw_file else None)
 
     def password(self) -> str | None:
         if self.password_file:
@@ -111,10 +120,38 @@ class AppConfig:
     log: LogConfig
     producers: dict[str, PluginConfig] = field(default_factory=dict)
     consumers: dict[str, PluginConfig] = field(default_factory=dict)
+    lines: _KeyLines | None = None
 
     @property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.site.timezone)
+
+    def mqtt_for(self, name: str) -> MqttConfig:
+        """Process ``name``'s broker login; a password file it cannot read is a config error (exit 2), not
+        a traceback and a systemd restart loop."""
+        mqtt = self.mqtt.for_process(name)
+        if mqtt.password_file:
+            where = f"{self.path}:{self.lines.find(('mqtt', 'password_file')) if self.lines else 1}"
+            try:
+                secret = Path(mqtt.password_file).read_text("utf-8").strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                why = getattr(exc, "strerror", None) or str(exc)
+                raise ConfigError([f"{where}: mqtt.password_file: cannot read {mqtt.password_file} "
+                                   f"(process {name}): {why}"]) from None
+            if not secret:
+                raise ConfigError([f"{where}: mqtt.password_file: {mqtt.password_file} is empty (process {name})"])
+        return mqtt
+
+    def check_secrets(self) -> None:
+        """Every process's password file is readable (check-config); raise ConfigError listing each that is not."""
+        problems: list[str] = []
+        for name in [*self.producers, *self.consumers]:
+            try:
+                self.mqtt_for(name)
+            except ConfigError as exc:
+                problems += exc.problems
+        if problems:
+            raise ConfigError(problems)
 
     def process(self, name: str) -> tuple[str, PluginConfig]:
         """('producer'|'consumer', config) for a process name."""
@@ -174,7 +211,7 @@ def parse_config(text: str, path: Path, resolve: Resolver) -> AppConfig:
                         f"a producer has the same name; process names must be unique")
     if problems:
         raise ConfigError(problems)
-    return AppConfig(path, top.mqtt, top.site, top.log, producers, consumers)
+    return AppConfig(path, top.mqtt, top.site, top.log, producers, consumers, lines)
 
 
 def _plugins(raw: dict, kind: str, path: Path, lines: _KeyLines, resolve: Resolver,

@@ -35,6 +35,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     app = _load(args)
+    app.check_secrets()
     print(f"{app.path}: OK ({len(app.producers)} producers: {', '.join(app.producers) or '-'}; "
           f"{len(app.consumers)} consumers: {', '.join(app.consumers) or '-'})")
     return 0
@@ -113,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("bench", help="benchmarks: replay | adc (prints figures)")
     s.add_argument("rest", nargs=argparse.REMAINDER)
     s.set_defaults(func=_delegate("wattbus.bench"))
+
+    from wattbus import acl
+
+    acl.add_parser(sub)
 
     s = sub.add_parser("emulate", help="device emulators: shelly | p1")
     s.add_argument("rest", nargs=argparse.REMAINDER)

@@ -12,6 +12,7 @@ from bus.log import setup_logging
 from bus.mqtt import BusClient
 from bus.producer import ProducerContext
 from bus.runtime import install_signal_handlers, start_health
+from bus.sdnotify import notify_systemd
 from wattbus.plugins import plugin_module
 
 
@@ -23,7 +24,7 @@ def run_process(app: AppConfig, name: str, instance: str = "") -> int:
     if instance:
         client_id += f"-{instance}"
     receive_max = getattr(cfg, "inflight", 100)
-    client = BusClient(app.mqtt, client_id, status_topic=topics.process_status(name),
+    client = BusClient(app.mqtt_for(name), client_id, status_topic=topics.process_status(name),
                        manual_ack=(kind == "consumer"), receive_maximum=receive_max, log=log)
     if kind == "producer":
         ctx = ProducerContext(app, name, log, client, instance, source=cfg.type)
@@ -33,6 +34,7 @@ def run_process(app: AppConfig, name: str, instance: str = "") -> int:
     log.info("starting %s %s (type %s) on %s, pid %d", kind, name, cfg.type, socket.gethostname(), os.getpid())
     client.start()
     start_health(ctx)
+    notify_systemd(ctx)  # Type=notify + WatchdogSec= in wattbus@.service
     try:
         module.run(ctx, cfg)
     finally:

@@ -58,6 +58,8 @@ def serve(ctx: ConsumerContext, cfg) -> None:
             doc = orjson.loads(msg.payload)
         except orjson.JSONDecodeError:
             return
+        if isinstance(doc, dict):
+            state.set_health(msg.topic.split("/")[1], doc)
         devices = doc.get("devices") if isinstance(doc, dict) else None
         if isinstance(devices, list):
             state.set_process(msg.topic.split("/")[1], state.process_online.get(msg.topic.split("/")[1], True),
