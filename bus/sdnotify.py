@@ -31,11 +31,12 @@ def _send(message: str) -> bool:
         return False
 
 
-def notify_systemd(ctx) -> threading.Thread | None:
+def notify_systemd(ctx, network_thread: str = "paho-mqtt-client-") -> threading.Thread | None:
     """Tell systemd the process is up, then feed its watchdog until the process stops (``STOPPING=1``).
 
     Ready means initialised and connecting, not connected: a process works through a broker outage (its
-    offline queue), so the broker being down must not fail the unit's start.
+    offline queue), so the broker being down must not fail the unit's start. ``network_thread`` is the name
+    (prefix) of the MQTT network thread paho runs.
     """
     if not _send(f"READY=1\nSTATUS=running {ctx.kind} {ctx.name}\nMAINPID={os.getpid()}"):
         return None
@@ -46,7 +47,7 @@ def notify_systemd(ctx) -> threading.Thread | None:
     main = threading.main_thread()
 
     def alive() -> bool:
-        return main.is_alive() and any(t.name.startswith("paho-mqtt-client-") for t in threading.enumerate())
+        return main.is_alive() and any(t.name.startswith(network_thread) for t in threading.enumerate())
 
     def loop() -> None:
         while not ctx.stopping.wait(every if every > 0 else None):
