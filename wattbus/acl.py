@@ -70,15 +70,16 @@ def _p1(name: str, cfg) -> Access:
 
 
 def _shelly(name: str, cfg) -> Access:
-    specs = cfg.specs(name)
-    a = _devices("shelly", [s.device for s in specs])
-    for s in specs:
-        if s.mode != "mqtt":
-            continue
-        if s.mqtt_prefix:  # the device's own topics, outside the site prefix (producers/shelly/follower.py)
-            a.raw_read += [f"{s.mqtt_prefix}/status/+", f"{s.mqtt_prefix}/events/rpc", f"{s.mqtt_prefix}/online"]
-        else:
-            a.notes.append(f"shelly device {s.device}: set `mqtt_prefix` so the ACL can allow its MQTT topics")
+    # from the config's own fields, not cfg.specs(), which also reads the devices' passwords
+    entries = [(e.device, e.mqtt_prefix or cfg.mqtt_prefix) for e in cfg.devices] or \
+        [(cfg.device or name, cfg.mqtt_prefix)]
+    a = _devices("shelly", [device for device, _ in entries])
+    if cfg.mode == "mqtt":
+        for device, prefix in entries:
+            if prefix:  # the device's own topics, outside the site prefix (producers/shelly/follower.py)
+                a.raw_read += [f"{prefix}/status/+", f"{prefix}/events/rpc", f"{prefix}/online"]
+            else:
+                a.notes.append(f"shelly device {device}: set `mqtt_prefix` so the ACL can allow its MQTT topics")
     return a
 
 
@@ -150,7 +151,8 @@ def render_acl(app: AppConfig, extra: str = "") -> str:
     out = [f"# Mosquitto ACL for wattbus, written by `wattbus acl` from {app.path}: do not edit, run it again.",
            "# Each process logs in as its own user and may use exactly these topics"
            + (f" (topic_prefix {prefix!r})." if prefix else "."),
-           "# Hand-written rules (a Shelly's own user, a bridge) go in the file given to --extra."]
+           "# Hand-written rules (a Shelly's own user, a bridge) go in the file given to --extra",
+           "# (deploy/install.sh passes /etc/wattbus/mosquitto/acl.local when it exists)."]
     out += [f"# NOTE {n}" for n in notes]
     for user, perms in users.items():
         out += ["", f"# {', '.join(who[user])}", f"user {user}"]
