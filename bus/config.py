@@ -139,11 +139,12 @@ class AppConfig:
                 raise ConfigError([f"{where}: mqtt.password_file: cannot read {mqtt.password_file} "
                                    f"(process {name}): {why}"]) from None
             if not secret:
-                raise ConfigError([f"{where}: mqtt.password_file: {mqtt.password_file} is empty (process {name})"])
+                raise ConfigError([f"{where}: mqtt.password_file: {mqtt.password_file} is empty "
+                                   f"(process {name})"])
         return mqtt
 
     def check_secrets(self) -> None:
-        """Every process's password file is readable (check-config); raise ConfigError listing each that is not."""
+        """Every process's password file is readable (check-config); ConfigError lists each that is not."""
         problems: list[str] = []
         for name in [*self.producers, *self.consumers]:
             try:

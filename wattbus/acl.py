@@ -79,7 +79,7 @@ def _shelly(name: str, cfg) -> Access:
             if prefix:  # the device's own topics, outside the site prefix (producers/shelly/follower.py)
                 a.raw_read += [f"{prefix}/status/+", f"{prefix}/events/rpc", f"{prefix}/online"]
             else:
-                a.notes.append(f"shelly device {device}: set `mqtt_prefix` so the ACL can allow its MQTT topics")
+                a.notes.append(f"shelly device {device}: set `mqtt_prefix` so that the ACL allows its topics")
     return a
 
 
@@ -118,8 +118,11 @@ def process_access(kind: str, name: str, cfg: PluginConfig) -> Access:
     """Everything process ``name`` may read and write (topics without the site prefix)."""
     rule = PLUGIN_ACCESS.get((kind, cfg.type))
     if rule is None:  # a plugin without a row: its own devices (producer) or every reading (consumer)
-        a = (Access(write=[f"{cfg.type}/+/reading", f"{cfg.type}/+/status", f"{cfg.type}/+/state"],
-                    read=[f"{cfg.type}/+/state"]) if kind == "producer" else Access(read=[topics.ALL_READINGS]))
+        if kind == "producer":
+            a = Access(write=[f"{cfg.type}/+/reading", f"{cfg.type}/+/status", f"{cfg.type}/+/state"],
+                       read=[f"{cfg.type}/+/state"])
+        else:
+            a = Access(read=[topics.ALL_READINGS])
         a.notes.append(f"no ACL row for {kind} type {cfg.type!r} in wattbus/acl.py: generic access")
     else:
         a = rule(name, cfg) if callable(rule) else Access(list(rule.read), list(rule.write))
@@ -148,7 +151,8 @@ def render_acl(app: AppConfig, extra: str = "") -> str:
             for f in filters:
                 perms.setdefault(f if raw else prefix + f, set()).add(mode)
         notes += [f"{name}: {n}" for n in a.notes]
-    out = [f"# Mosquitto ACL for wattbus, written by `wattbus acl` from {app.path}: do not edit, run it again.",
+    out = [f"# Mosquitto ACL for wattbus, written by `wattbus acl` from {app.path}: do not edit, run it",
+           "# again.",
            "# Each process logs in as its own user and may use exactly these topics"
            + (f" (topic_prefix {prefix!r})." if prefix else "."),
            "# Hand-written rules (a Shelly's own user, a bridge) go in the file given to --extra",

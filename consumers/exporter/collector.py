@@ -38,7 +38,7 @@ PROCESS_HEALTH = (
      ("counters", "dead_letters"), 1.0),
     ("wattbus_process_inbox_messages", "gauge", "Messages a consumer received and has not handled yet",
      ("inbox",), 1.0),
-    ("wattbus_process_queued_messages", "gauge", "Messages in a producer's offline queue, not yet acknowledged",
+    ("wattbus_process_queued_messages", "gauge", "Messages in a producer's offline queue, not yet acked",
      ("queued",), 1.0),
     ("wattbus_process_sink_backlog_readings", "gauge", "Readings a store holds or spooled while its database "
      "refuses them", ("counters", "sink_backlog"), 1.0),
@@ -122,7 +122,7 @@ class LatestValues(Collector):
         with self._lock:
             online = dict(self.process_online)
             health = dict(self.process_health)
-        up = GaugeMetricFamily("wattbus_process_up", "1 while the wattbus process is online (its status topic)",
+        up = GaugeMetricFamily("wattbus_process_up", "1 while the process is online (its status topic)",
                                labels=["process"])
         for process in sorted(online.keys() | health.keys()):
             up.add_metric([process], 1.0 if online.get(process, True) else 0.0)

@@ -41,7 +41,8 @@ def test_prometheus_config_is_valid(promtool):
 
 
 def test_shell_scripts_parse_and_are_executable():
-    for script in (DEPLOY / "install.sh", REPO / "mosquitto/make-user.sh", REPO / "mosquitto/make-test-ca.sh"):
+    for script in (DEPLOY / "install.sh", REPO / "mosquitto/make-user.sh",
+                   REPO / "mosquitto/make-test-ca.sh"):
         r = subprocess.run(["sh", "-n", str(script)], capture_output=True, text=True)
         assert r.returncode == 0, f"{script}: {r.stderr}"
         assert script.stat().st_mode & 0o111, f"{script} is not executable"
@@ -52,7 +53,9 @@ def test_files_name_only_paths_that_exist():
     for path in (REPO / "mosquitto/mosquitto.prod.conf", DEPLOY / "systemd/wattbus@.service",
                  DEPLOY / "systemd/hardware-spi.conf", DEPLOY / "install.sh", REPO / "mosquitto/tls.conf"):
         text = path.read_text()
-        for ref in re.findall(r"(?<![/\w.])((?:deploy|mosquitto)/[\w@./-]+\.(?:sh|conf|service|toml|yml|json))", text):
+        refs = re.findall(r"(?<![/\w.])((?:deploy|mosquitto)/[\w@./-]+\.(?:sh|conf|service|toml|yml|json))",
+                          text)
+        for ref in refs:
             assert (REPO / ref).exists(), f"{path.name} names {ref}, which does not exist"
 
 
@@ -77,7 +80,7 @@ def test_the_example_acl_is_what_wattbus_acl_writes_for_the_example_config():
     import os
     import sys
 
-    r = subprocess.run([sys.executable, "-m", "wattbus", "-c", "deploy/wattbus.example.toml", "acl"], cwd=REPO,
-                       capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    r = subprocess.run([sys.executable, "-m", "wattbus", "-c", "deploy/wattbus.example.toml", "acl"],
+                       cwd=REPO, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
     assert r.returncode == 0, r.stderr
     assert (REPO / "mosquitto/acl").read_text() == r.stdout

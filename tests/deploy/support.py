@@ -1,4 +1,4 @@
-"""The production broker as the tests run it: mosquitto/mosquitto.prod.conf with its users and ACL in a tmp dir.
+"""The production broker as the tests run it: mosquitto/mosquitto.prod.conf, its users and ACL in a tmp dir.
 
 Only what cannot be the same in a test changes: the listener (a free loopback port), persistence, the
 include_dir (the repository's conf.d, as ``wattbus.broker.render_conf`` does) and the paths of the password
@@ -27,9 +27,10 @@ MAKE_USER = REPO / "mosquitto" / "make-user.sh"
 
 
 def make_users(names: list[str], passwd: Path, secrets: Path) -> dict[str, str]:
-    """One broker user per name with mosquitto/make-user.sh; returns name -> password (read back from its file)."""
+    """One broker user per name with mosquitto/make-user.sh; name -> password (read back from its file)."""
     for name in names:
-        r = subprocess.run(["sh", str(MAKE_USER), name, str(passwd), str(secrets)], capture_output=True, text=True)
+        r = subprocess.run(["sh", str(MAKE_USER), name, str(passwd), str(secrets)], capture_output=True,
+                           text=True)
         assert r.returncode == 0, r.stderr
     return {n: (secrets / f"{n}.pass").read_text().strip() for n in names}
 
@@ -44,7 +45,8 @@ def write_acl(config: Path, acl: Path, extra: Path | None = None) -> str:
     return acl.read_text()
 
 
-def production_broker(workdir: Path, passwd: Path, acl: Path, extra: str = "", port: int | None = None) -> Broker:
+def production_broker(workdir: Path, passwd: Path, acl: Path, extra: str = "",
+                      port: int | None = None) -> Broker:
     text = PROD_CONF.read_text()
     text, n1 = re.subn(r"(?m)^password_file\s+.*$", f"password_file {passwd}", text)
     text, n2 = re.subn(r"(?m)^acl_file\s+.*$", f"acl_file {acl}", text)
@@ -65,7 +67,8 @@ class Client:
         self.pubacks: dict[int, int] = {}
         self.messages: list[tuple[str, bytes]] = []
         self._cv = threading.Condition()
-        c = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"test-{uuid.uuid4().hex[:8]}", protocol=paho.MQTTv5)
+        c = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"test-{uuid.uuid4().hex[:8]}",
+                        protocol=paho.MQTTv5)
         if username is not None:
             c.username_pw_set(username, password)
         if tls_ca:

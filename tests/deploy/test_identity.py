@@ -1,9 +1,9 @@
 """One broker user per process, and an ACL from `wattbus acl` that gives each exactly its topics.
 
-Everything runs against the real Mosquitto started from mosquitto/mosquitto.prod.conf (tests/deploy/support.py):
-anonymous and wrong passwords are refused, a process that publishes on another's topic gets PUBACK "not
-authorized" (0x87) and nobody receives the message, and every process of `wattbus demo` does its work
-logged in as itself.
+Everything runs against the real Mosquitto started from mosquitto/mosquitto.prod.conf
+(tests/deploy/support.py): anonymous and wrong passwords are refused, a process that publishes on another's
+topic gets PUBACK "not authorized" (0x87) and nobody receives the message, and every process of
+`wattbus demo` does its work logged in as itself.
 """
 
 from __future__ import annotations
@@ -31,8 +31,9 @@ def demo_config(data: Path, mqtt_port: int) -> str:
     from wattbus import demo
 
     if not hasattr(demo, "DEMO_CONFIG"):
-        raise AssertionError("wattbus.demo builds its config differently now: update demo_config() in this test")
-    text = demo.DEMO_CONFIG.format(mqtt_port=mqtt_port, dataset=data / "hhpc-2024.txt", db=data / "wattbus.db")
+        raise AssertionError("wattbus.demo builds its config differently now: update demo_config() here")
+    text = demo.DEMO_CONFIG.format(mqtt_port=mqtt_port, dataset=data / "hhpc-2024.txt",
+                                   db=data / "wattbus.db")
     return re.sub(r"(?m)^port = 3030$", f"port = {free_port()}", text)
 
 
@@ -185,11 +186,11 @@ def test_every_demo_process_works_logged_in_as_itself(site, prod_broker, clients
         observer.wait(lambda n=name: observer.on(f"wattbus/{n}/health"), f"{name}'s health", timeout=30)
         assert (f"wattbus/{name}/status", b"online") in observer.on(f"wattbus/{name}/status")
     db = site["dir"] / "wattbus.db"
-    _wait(lambda: {("hhpc", "replay"), ("sim", "kili")} <= _stored(db), "readings of replay and kili in the store")
-    observer.wait(lambda: observer.on("sim/kili/config") and observer.on("hhpc/house/status"), "device topics")
+    _wait(lambda: {("hhpc", "replay"), ("sim", "kili")} <= _stored(db), "replay's and kili's readings stored")
+    observer.wait(lambda: observer.on("sim/kili/config") and observer.on("hhpc/house/status"), "devices")
     exporter_port = int(re.search(r"(?ms)^\[consumer\.exporter\].*?^port = (\d+)$",
                                   site["config"].read_text()).group(1))
-    _wait(lambda: 'wattbus_up{device="replay",source="hhpc"} 1.0' in _scrape(exporter_port), "replay on /metrics")
+    _wait(lambda: 'wattbus_up{device="replay",source="hhpc"} 1.0' in _scrape(exporter_port), "replay up")
     metrics = _scrape(exporter_port)
     for name in site["names"]:
         assert f'wattbus_process_up{{process="{name}"}} 1.0' in metrics, name
@@ -242,7 +243,8 @@ group = "stores"
 
 def test_a_process_logs_in_over_tls_with_its_password(site, tmp_path, clients, processes):
     certs = tmp_path / "certs"
-    r = subprocess.run(["sh", str(REPO / "mosquitto/make-test-ca.sh"), str(certs)], capture_output=True, text=True)
+    r = subprocess.run(["sh", str(REPO / "mosquitto/make-test-ca.sh"), str(certs)], capture_output=True,
+                       text=True)
     assert r.returncode == 0, r.stderr
     tls_port = free_port()
     tls = (REPO / "mosquitto/tls.conf").read_text()

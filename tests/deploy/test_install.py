@@ -74,7 +74,8 @@ def clone(root: Path, tmp: Path) -> Path:
 
 
 def verify(root: Path, *units: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["systemd-analyze", "verify", f"--root={root}", *units], capture_output=True, text=True)
+    return subprocess.run(["systemd-analyze", "verify", f"--root={root}", *units], capture_output=True,
+                          text=True)
 
 
 @pytest.fixture(scope="module")
@@ -121,8 +122,8 @@ def test_install_makes_one_user_password_and_unit_per_process(installed):
 def test_the_installed_acl_is_what_wattbus_acl_writes_for_the_installed_config(installed):
     root, _ = installed
     wattbus = root / "opt/wattbus/.venv/bin/wattbus"
-    r = subprocess.run([str(wattbus), "-c", str(root / "etc/wattbus/wattbus.toml"), "acl"], capture_output=True,
-                       text=True)
+    r = subprocess.run([str(wattbus), "-c", str(root / "etc/wattbus/wattbus.toml"), "acl"],
+                       capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert (root / "etc/wattbus/mosquitto/acl").read_text() == r.stdout
     assert "user store\ntopic read +/+/reading\n" in r.stdout
@@ -161,8 +162,8 @@ def test_the_mosquitto_drop_in_verifies_against_debians_unit(tmp_path):
     shutil.copy(host_unit, tmp_path / "mosquitto.service")
     (tmp_path / "mosquitto.service.d").mkdir()
     shutil.copy(REPO / "deploy/systemd/mosquitto-wattbus.conf", tmp_path / "mosquitto.service.d/wattbus.conf")
-    r = subprocess.run(["systemd-analyze", "verify", str(tmp_path / "mosquitto.service")], capture_output=True,
-                       text=True)
+    r = subprocess.run(["systemd-analyze", "verify", str(tmp_path / "mosquitto.service")],
+                       capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
 
 
@@ -237,8 +238,8 @@ def test_uninstall_keeps_config_passwords_and_data_and_purge_removes_them(instal
     root = clone(installed[0], tmp_path)
     (root / "var/lib/wattbus/wattbus.db").write_text("data")
     install(root, "--uninstall")
-    for gone in ("etc/systemd/system/wattbus@.service", "etc/systemd/system/mosquitto.service.d", "opt/wattbus",
-                 "etc/wattbus/mosquitto", "etc/wattbus/mosquitto.d"):
+    for gone in ("etc/systemd/system/wattbus@.service", "etc/systemd/system/mosquitto.service.d",
+                 "opt/wattbus", "etc/wattbus/mosquitto", "etc/wattbus/mosquitto.d"):
         assert not (root / gone).exists(), gone
     assert not list(root.glob("etc/systemd/system/multi-user.target.wants/wattbus@*"))
     for kept in ("etc/wattbus/wattbus.toml", "etc/wattbus/mqtt/store.pass", "var/lib/wattbus/wattbus.db"):
@@ -289,7 +290,8 @@ def test_mosquitto_dropping_to_its_user_reads_exactly_what_install_made_readable
     try:
         base.chmod(0o755)
         certs = base / "certs"
-        subprocess.run(["sh", str(REPO / "mosquitto/make-test-ca.sh"), str(certs)], check=True, capture_output=True)
+        subprocess.run(["sh", str(REPO / "mosquitto/make-test-ca.sh"), str(certs)], check=True,
+                       capture_output=True)
         root = clone(installed[0], base)
         (root / "etc/wattbus/mosquitto/passwd").unlink()  # passwords must come back from the kept .pass files
         install(root, "--tls", str(certs))
@@ -303,7 +305,8 @@ def test_mosquitto_dropping_to_its_user_reads_exactly_what_install_made_readable
         log = base / "mosquitto.log"
 
         def start() -> subprocess.Popen:
-            return subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+            return subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=open(log, "wb"),
+                                    stderr=subprocess.STDOUT)
 
         broker = start()
         try:

@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -70,13 +71,14 @@ def served_metric_names() -> set[str]:
 def test_alert_rules_and_the_dashboard_name_only_metrics_the_exporter_serves(promtool):
     served = served_metric_names()
     assert {f[0] for f in PROCESS_HEALTH} - {n.removesuffix("_total") for n in served} == set()
-    names_in_rules = set(re.findall(r"\b(wattbus_[a-z0-9_]+|up)\b",
-                                    " ".join(re.findall(r"(?m)^\s*expr: (.*)$", (PROM / "wattbus-alerts.yml").read_text()))))
+    exprs = " ".join(re.findall(r"(?m)^\s*expr: (.*)$", (PROM / "wattbus-alerts.yml").read_text()))
+    names_in_rules = set(re.findall(r"\b(wattbus_[a-z0-9_]+|up)\b", exprs))
     assert names_in_rules - served - {"up"} == set()
 
     dashboard = json.loads(GRAFANA.read_text())
     queries = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
-    queries += [v["query"]["query"] for v in dashboard["templating"]["list"] if isinstance(v.get("query"), dict)]
+    queries += [v["query"]["query"] for v in dashboard["templating"]["list"]
+                if isinstance(v.get("query"), dict)]
     assert len(queries) >= 15
     for q in queries:
         names = set(re.findall(r"\b(wattbus_[a-z0-9_]+)\b", q))
@@ -88,7 +90,8 @@ def test_alert_rules_and_the_dashboard_name_only_metrics_the_exporter_serves(pro
 
 
 def test_prometheus_config_is_valid_and_scrapes_node_exporter_and_wattbus(promtool):
-    r = subprocess.run([promtool, "check", "config", str(PROM / "prometheus.yml")], capture_output=True, text=True)
+    r = subprocess.run([promtool, "check", "config", str(PROM / "prometheus.yml")], capture_output=True,
+                       text=True)
     assert r.returncode == 0, r.stdout + r.stderr
     text = (PROM / "prometheus.yml").read_text()
     assert 'targets: ["localhost:9100"]' in text  # node_exporter (Debian's prometheus-node-exporter)
@@ -139,7 +142,8 @@ def test_a_251_volt_reading_makes_high_voltage_fire_in_a_real_prometheus(broker,
     log = open(tmp_path / "prometheus.log", "wb")
     prom = subprocess.Popen([binary, f"--config.file={tmp_path / 'prometheus.yml'}",
                              f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                             f"--web.listen-address=127.0.0.1:{prom_port}"], stdout=log, stderr=subprocess.STDOUT)
+                             f"--web.listen-address=127.0.0.1:{prom_port}"],
+                            stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_port(prom_port, timeout=30)
         api = f"http://127.0.0.1:{prom_port}/api/v1"
@@ -151,7 +155,8 @@ def test_a_251_volt_reading_makes_high_voltage_fire_in_a_real_prometheus(broker,
                         encode_reading("adc", device, int(time.time() * 1000), {"voltage_v": volts}, seq=1))
 
         def voltage() -> float | None:
-            res = _get(f"{api}/query?query=wattbus_voltage_volts%7Bdevice%3D%22{device}%22%7D")["data"]["result"]
+            query = urllib.parse.quote(f'wattbus_voltage_volts{{device="{device}"}}')
+            res = _get(f"{api}/query?query={query}")["data"]["result"]
             return float(res[0]["value"][1]) if res else None
 
         def high_voltage() -> list[dict]:

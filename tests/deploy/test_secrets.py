@@ -7,6 +7,7 @@ wrong) stops the unit (RestartPreventExitStatus=2) with the reason in `journalct
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -100,9 +101,10 @@ def test_a_secret_readable_only_by_root_is_a_config_error_for_others(tmp_path):
 def test_a_missing_unit_credential_is_a_config_error_naming_it(tmp_path):
     (tmp_path / "meters.pass").write_text("x\n")
     cfg = config(tmp_path, f'password_file = "{tmp_path}/{{process}}.pass"')
-    env = dict(os.environ, PYTHONPATH=str(REPO), WATTBUS_MQTT_PASSWORD_FILE=str(tmp_path / "nowhere/mqtt.pass"))
-    r = subprocess.run([sys.executable, "-m", "wattbus", "-c", str(cfg), "run", "meters"], capture_output=True,
-                       text=True, env=env, timeout=30)
+    env = dict(os.environ, PYTHONPATH=str(REPO),
+               WATTBUS_MQTT_PASSWORD_FILE=str(tmp_path / "nowhere/mqtt.pass"))
+    r = subprocess.run([sys.executable, "-m", "wattbus", "-c", str(cfg), "run", "meters"],
+                       capture_output=True, text=True, env=env, timeout=30)
     assert r.returncode == 2 and str(tmp_path / "nowhere/mqtt.pass") in r.stderr, r.stderr
 
 
@@ -131,7 +133,7 @@ def test_any_password_file_content_is_a_login_or_a_config_error(tmp_path, conten
 
 def test_make_user_never_puts_the_password_on_a_command_line(tmp_path):
     """A mosquitto_passwd in front of the real one records its argv: the password must not be in it."""
-    real = subprocess.run(["sh", "-c", "command -v mosquitto_passwd"], capture_output=True, text=True).stdout.strip()
+    real = shutil.which("mosquitto_passwd")
     assert real, "mosquitto_passwd missing: ./run test installs mosquitto"
     shim = tmp_path / "bin" / "mosquitto_passwd"
     shim.parent.mkdir()
@@ -148,8 +150,8 @@ def test_make_user_never_puts_the_password_on_a_command_line(tmp_path):
     assert oct((tmp_path / "secrets/store.pass").stat().st_mode & 0o777) == "0o600"
     # --keep hashes the same password again (an install re-run), without --keep a new one is made (rotation)
     first = (tmp_path / "passwd").read_text()
-    subprocess.run(["sh", str(MAKE_USER), "--keep", "store", str(tmp_path / "passwd"), str(tmp_path / "secrets")],
-                   check=True, capture_output=True, env=env)
+    subprocess.run(["sh", str(MAKE_USER), "--keep", "store", str(tmp_path / "passwd"),
+                    str(tmp_path / "secrets")], check=True, capture_output=True, env=env)
     assert (tmp_path / "secrets/store.pass").read_text().strip() == password
     assert (tmp_path / "passwd").read_text() != first  # new salt, same password
     subprocess.run(["sh", str(MAKE_USER), "store", str(tmp_path / "passwd"), str(tmp_path / "secrets")],
