@@ -7,6 +7,7 @@
 #   sudo deploy/install.sh --rotate NAME   give process NAME a new broker password and restart it
 #   sudo deploy/install.sh --uninstall     stop and remove units, venv and broker config; keep config,
 #                                          passwords and data (--purge removes those and the user too)
+#   sudo deploy/install.sh --no-start      write and enable everything, start and restart nothing
 #   deploy/install.sh --root DIR ...       install into DIR instead of / (DESTDIR-style; the test suite)
 #
 # What it makes (paths under --root when given):
@@ -36,7 +37,7 @@ UNINSTALL=0
 PURGE=0
 NO_START=0
 
-usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2; exit "${1:-2}"; }
+usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' >&2; exit "${1:-2}"; }
 say() { printf 'install.sh: %s\n' "$*" >&2; }
 die() { say "$*"; exit 1; }
 
@@ -63,6 +64,7 @@ UNITS=/etc/systemd/system
 CONF=$ETC/wattbus.toml
 WANTS=$UNITS/multi-user.target.wants
 
+umask 077  # every file starts private; own() then opens up exactly what each reader needs
 r() { printf '%s%s' "$ROOT" "$1"; }          # a path inside the install root
 OWNERS="$ROOT/.install-owners"
 WORK=$(mktemp -d)
@@ -84,7 +86,7 @@ own() { # own USER:GROUP MODE PATH
 }
 
 dir() { # dir USER:GROUP MODE PATH
-    [ -d "$(r "$3")" ] || mkdir -p "$(r "$3")"
+    [ -d "$(r "$3")" ] || (umask 022 && mkdir -p "$(r "$3")")  # parents as usual (0755), then own()
     own "$1" "$2" "$3"
 }
 
@@ -165,6 +167,7 @@ venv() {
     if [ -x "$py" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$hash $(pi_extras)" ]; then
         return
     fi
+    umask 022  # the venv is code every unit runs: world-readable, root-owned
     if [ ! -x "$py" ]; then
         mkdir -p "$(r /opt/wattbus)"
         python3 -m venv "$(r "$VENV")"
@@ -175,6 +178,7 @@ venv() {
     extras=$(pi_extras)
     [ -z "$extras" ] || "$py" -m pip install -q --disable-pip-version-check "$SRC$extras" >&2
     cp "$SRC/README.md" "$(r /opt/wattbus/README.md)"
+    umask 077
     printf '%s\n' "$hash $extras" > "$stamp"
     CHANGED="$CHANGED $VENV"
 }

@@ -117,6 +117,12 @@ def test_install_makes_one_user_password_and_unit_per_process(installed):
     assert "ExecStart=/usr/sbin/mosquitto -c /etc/wattbus/mosquitto/mosquitto.conf" in \
         (root / "etc/systemd/system/mosquitto.service.d/wattbus.conf").read_text()
     assert not list(root.glob("etc/systemd/system/wattbus@*.service.d"))  # no hardware in the example
+    for path in [*root.glob("etc/wattbus/mqtt/**/*"), *root.glob("etc/wattbus/mosquitto/**/*"),
+                 root / "etc/wattbus/wattbus.toml"]:
+        assert not path.stat().st_mode & 0o007, f"{path} is readable by everyone"
+    venv = root / "opt/wattbus/.venv"
+    assert (venv / "bin").stat().st_mode & 0o005 == 0o005  # code every unit (user wattbus) runs
+    assert all(p.stat().st_mode & 0o004 for p in venv.glob("lib/python3*/site-packages/wattbus/*.py"))
 
 
 def test_the_installed_acl_is_what_wattbus_acl_writes_for_the_installed_config(installed):
@@ -310,8 +316,11 @@ def test_mosquitto_dropping_to_its_user_reads_exactly_what_install_made_readable
 
         broker = start()
         try:
-            wait_port(port)
-            wait_port(tls_port)
+            try:
+                wait_port(port)
+                wait_port(tls_port)
+            except TimeoutError:
+                raise AssertionError(f"mosquitto did not start: {log.read_text()[-2000:]}") from None
             host = type("B", (), {"host": "127.0.0.1", "port": port})()
             pw = {n: (root / f"etc/wattbus/mqtt/{n}.pass").read_text().strip() for n in PROCESSES}
             store = Client(host, "store", pw["store"])
