@@ -117,7 +117,8 @@ unit_enable() { # unit_enable enable|disable UNIT: and start/stop it on this mac
 
 wattbus() { "$(r "$VENV/bin/wattbus")" -c "$(r "$CONF")" "$@"; }
 
-configured_processes() { wattbus acl --processes; }
+PROCESSES="$WORK/processes"   # `wattbus acl --processes`: name kind type user hardware, one line each
+configured_processes() { wattbus acl --processes > "$PROCESSES"; }
 
 enabled_processes() {
     for link in "$(r "$WANTS")"/wattbus@*.service; do
@@ -157,13 +158,14 @@ source_hash() {
 }
 
 pi_extras() { # "[pi]" (spidev, gpiozero) when a process reads SPI
-    if configured_processes 2>/dev/null | awk -F'\t' '$5 == "spi"' | grep -q .; then echo "[pi]"; fi
+    if [ -f "$PROCESSES" ] && awk -F'\t' '$5 == "spi"' "$PROCESSES" | grep -q .; then echo "[pi]"; fi
 }
 
 venv() {
     py=$(r "$VENV/bin/python")
     stamp=$(r "$VENV/.wattbus-source")
     hash=$(source_hash)
+    [ ! -x "$(r "$VENV/bin/wattbus")" ] || configured_processes 2>/dev/null || rm -f "$PROCESSES"
     if [ -x "$py" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$hash $(pi_extras)" ]; then
         return
     fi
@@ -175,6 +177,7 @@ venv() {
     fi
     say "installing wattbus from $SRC into $VENV"
     "$py" -m pip install -q --disable-pip-version-check "$SRC" >&2
+    configured_processes 2>/dev/null || rm -f "$PROCESSES"
     extras=$(pi_extras)
     [ -z "$extras" ] || "$py" -m pip install -q --disable-pip-version-check "$SRC$extras" >&2
     cp "$SRC/README.md" "$(r /opt/wattbus/README.md)"
@@ -215,9 +218,8 @@ broker_files() {
     put "$SRC/deploy/systemd/mosquitto-wattbus.conf" root:root 0644 $UNITS/mosquitto.service.d/wattbus.conf
 }
 
-PROCESSES="$WORK/processes"
 list_processes() {
-    configured_processes > "$PROCESSES"
+    [ -f "$PROCESSES" ] || configured_processes
     while IFS="$(printf '\t')" read -r name kind type user needs; do
         [ "$user" = "$name" ] || die "process $name logs in as broker user '$user': install.sh makes one user per \
 process, named after it (remove \`username\` from [mqtt] in $CONF)"
@@ -386,4 +388,4 @@ if on_host; then
 else
     say "(--root) skipped: wattbus check-config (its password files are under $ROOT, the config names /etc)"
 fi
-say "done: $(configured_processes | cut -f1 | tr '\n' ' ')-- journalctl -u 'wattbus@*' to watch them"
+say "done: $(cut -f1 "$PROCESSES" | tr '\n' ' ')-- journalctl -u 'wattbus@*' to watch them"
