@@ -93,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("check-config", help="validate the config file; exit 2 naming every bad key")
     s.set_defaults(func=cmd_check)
 
+    from wattbus import acl
+
+    acl.add_parser(sub)
+
     s = sub.add_parser("export", help="print stored readings as JSONL or CSV")
     s.add_argument("--source", required=True)
     s.add_argument("--device", required=True)
@@ -114,10 +118,6 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("bench", help="benchmarks: replay | adc (prints figures)")
     s.add_argument("rest", nargs=argparse.REMAINDER)
     s.set_defaults(func=_delegate("wattbus.bench"))
-
-    from wattbus import acl
-
-    acl.add_parser(sub)
 
     s = sub.add_parser("emulate", help="device emulators: shelly | p1")
     s.add_argument("rest", nargs=argparse.REMAINDER)
