@@ -120,7 +120,6 @@ class AppConfig:
     log: LogConfig
     producers: dict[str, PluginConfig] = field(default_factory=dict)
     consumers: dict[str, PluginConfig] = field(default_factory=dict)
-    lines: _KeyLines | None = None
 
     @property
     def tz(self) -> ZoneInfo:
@@ -131,17 +130,25 @@ class AppConfig:
         a traceback and a systemd restart loop."""
         mqtt = self.mqtt.for_process(name)
         if mqtt.password_file:
-            where = f"{self.path}:{self.lines.find(('mqtt', 'password_file')) if self.lines else 1}"
             try:
                 secret = Path(mqtt.password_file).read_text("utf-8").strip()
             except (OSError, UnicodeDecodeError) as exc:
-                why = getattr(exc, "strerror", None) or str(exc)
+                where = self._where("mqtt", "password_file")
+                why = (exc.strerror or str(exc)) if isinstance(exc, OSError) else "not UTF-8 text"
                 raise ConfigError([f"{where}: mqtt.password_file: cannot read {mqtt.password_file} "
                                    f"(process {name}): {why}"]) from None
             if not secret:
+                where = self._where("mqtt", "password_file")
                 raise ConfigError([f"{where}: mqtt.password_file: {mqtt.password_file} is empty "
                                    f"(process {name})"])
         return mqtt
+
+    def _where(self, *keys: str) -> str:
+        """'file:line' of a key, for a problem found after parsing (the file is read again: errors only)."""
+        try:
+            return f"{self.path}:{_KeyLines(self.path.read_text('utf-8')).find(keys)}"
+        except OSError:
+            return str(self.path)
 
     def check_secrets(self) -> None:
         """Every process's password file is readable (check-config); ConfigError lists each that is not."""
@@ -212,7 +219,7 @@ def parse_config(text: str, path: Path, resolve: Resolver) -> AppConfig:
                         f"a producer has the same name; process names must be unique")
     if problems:
         raise ConfigError(problems)
-    return AppConfig(path, top.mqtt, top.site, top.log, producers, consumers, lines)
+    return AppConfig(path, top.mqtt, top.site, top.log, producers, consumers)
 
 
 def _plugins(raw: dict, kind: str, path: Path, lines: _KeyLines, resolve: Resolver,

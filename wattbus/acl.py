@@ -127,6 +127,7 @@ def process_access(kind: str, name: str, cfg: PluginConfig) -> Access:
     else:
         a = rule(name, cfg) if callable(rule) else Access(list(rule.read), list(rule.write))
     a.write += [topics.process_status(name), topics.process_health(name), topics.dlq(name)]
+    a.read.append(topics.process_health(name))  # a producer reads its last run's health back at start
     return a
 
 

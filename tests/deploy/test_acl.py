@@ -39,8 +39,8 @@ current_channels = [2]
         "topic write adc/mains/reading", "topic write adc/mains/status", "topic readwrite adc/mains/state",
         "topic write adc/solar/reading", "topic write adc/solar/status", "topic readwrite adc/solar/state",
         "topic read p1/meter/reading",  # the voltage of a current-only circuit comes from another device
-        "topic write wattbus/board/status", "topic write wattbus/board/health",
-        "topic write wattbus/dlq/board"}
+        "topic write wattbus/board/status", "topic readwrite wattbus/board/health",
+        "topic write wattbus/dlq/board"}  # its own health: written, and read back at its next start
 
 
 def test_p1_gets_its_gas_and_water_devices_and_shelly_its_own_mqtt_topics_outside_the_prefix(tmp_path):
