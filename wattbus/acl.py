@@ -52,24 +52,24 @@ def _devices(source: str, devices: list[str], state: bool = True) -> Access:
     return a
 
 
-def _hhpc(name: str, cfg) -> Access:
+def _hhpc(name: str, cfg, app: AppConfig) -> Access:
     return _devices("hhpc", [cfg.device or name])
 
 
-def _adc(name: str, cfg) -> Access:
+def _adc(name: str, cfg, app: AppConfig) -> Access:
     a = _devices("adc", [c.device or key for key, c in cfg.circuits.items()])
     a.read += sorted({f"{c.voltage_from}/reading" for c in cfg.circuits.values() if c.voltage_from})
     return a
 
 
-def _p1(name: str, cfg) -> Access:
+def _p1(name: str, cfg, app: AppConfig) -> Access:
     from producers.p1 import SUB_SUFFIXES
 
     device = cfg.device or name
     return _devices("p1", [device] + [device + s for s in SUB_SUFFIXES])
 
 
-def _shelly(name: str, cfg) -> Access:
+def _shelly(name: str, cfg, app: AppConfig) -> Access:
     # from the config's own fields, not cfg.specs(), which also reads the devices' passwords
     entries = [(e.device, e.mqtt_prefix or cfg.mqtt_prefix) for e in cfg.devices] or \
         [(cfg.device or name, cfg.mqtt_prefix)]
@@ -83,7 +83,7 @@ def _shelly(name: str, cfg) -> Access:
     return a
 
 
-def _sim(name: str, cfg) -> Access:
+def _sim(name: str, cfg, app: AppConfig) -> Access:
     serials = [m.serial for m in cfg.meters]
     a = _devices("sim", serials)
     for s in serials:  # the head-end views and remote configuration (producers/sim/README.md)
@@ -92,11 +92,33 @@ def _sim(name: str, cfg) -> Access:
     return a
 
 
-def _store(name: str, cfg) -> Access:
+def _store(name: str, cfg, app: AppConfig) -> Access:
     return Access(read=[_unshared(t) for t in cfg.topics])
 
 
-PLUGIN_ACCESS: dict[tuple[str, str], Callable[[str, PluginConfig], Access] | Access] = {
+def _aggregate(name: str, cfg, app: AppConfig) -> Access:
+    a = Access(read=[_unshared(t) for t in getattr(cfg, "topics", [topics.ALL_READINGS])] + ["agg/#"],
+               write=["agg/#"])
+    tariff = getattr(app, "tariff", None)  # dynamic prices from an MQTT topic ([tariff] import/export)
+    for side in (getattr(tariff, "import_", None), getattr(tariff, "export", None)):
+        if getattr(side, "dynamic_topic", None):
+            a.read.append(side.dynamic_topic)
+    return a
+
+
+def _homeassistant(name: str, cfg, app: AppConfig) -> Access:
+    discovery = getattr(cfg, "discovery_prefix", "homeassistant")
+    a = Access(read=[topics.ALL_READINGS, topics.ALL_STATUS, "wattbus/+/status", "wattbus/+/health", "agg/#",
+                     "relay/+/state", "ha/#"], write=["ha/#"])
+    # HA's own topics never get the site's topic_prefix: discovery documents, HA's birth/last will
+    a.raw_read += [f"{discovery}/#", getattr(cfg, "ha_status_topic", f"{discovery}/status")]
+    a.raw_write.append(f"{discovery}/#")
+    return a
+
+
+Rule = Callable[[str, PluginConfig, AppConfig], Access]
+
+PLUGIN_ACCESS: dict[tuple[str, str], Rule | Access] = {
     ("producer", "hhpc"): _hhpc,
     ("producer", "adc"): _adc,
     ("producer", "p1"): _p1,
@@ -105,16 +127,18 @@ PLUGIN_ACCESS: dict[tuple[str, str], Callable[[str, PluginConfig], Access] | Acc
     ("consumer", "store"): _store,
     ("consumer", "exporter"): Access(read=[topics.ALL_READINGS, topics.ALL_STATUS, "wattbus/+/status",
                                            "wattbus/+/health"]),
-    ("consumer", "aggregate"): Access(read=[topics.ALL_READINGS, "agg/#"], write=["agg/#"]),
-    ("consumer", "api"): Access(read=["#"]),
-    ("consumer", "homeassistant"): Access(read=[topics.ALL_READINGS, topics.ALL_STATUS, "agg/#",
-                                               "wattbus/+/status"], write=["homeassistant/#"]),
+    ("consumer", "aggregate"): _aggregate,
+    # the API shows everything and sends a sim meter its new settings
+    ("consumer", "api"): Access(read=["#"], write=["sim/+/config/set"]),
+    ("consumer", "homeassistant"): _homeassistant,
     ("consumer", "relay"): Access(read=[topics.ALL_READINGS, "agg/#", "relay/#"], write=["relay/#"]),
 }
-"""(kind, type) -> the topics that plugin uses (a function of the process name and its config, or fixed)."""
+"""(kind, type) -> the topics that plugin uses (a function of the process name, its config and the whole
+config, or fixed). The rows for aggregate, api and homeassistant follow those plugins as they stood on their
+branches; relay's is what DESIGN.md says it uses."""
 
 
-def process_access(kind: str, name: str, cfg: PluginConfig) -> Access:
+def process_access(kind: str, name: str, cfg: PluginConfig, app: AppConfig) -> Access:
     """Everything process ``name`` may read and write (topics without the site prefix)."""
     rule = PLUGIN_ACCESS.get((kind, cfg.type))
     if rule is None:  # a plugin without a row: its own devices (producer) or every reading (consumer)
@@ -125,7 +149,7 @@ def process_access(kind: str, name: str, cfg: PluginConfig) -> Access:
             a = Access(read=[topics.ALL_READINGS])
         a.notes.append(f"no ACL row for {kind} type {cfg.type!r} in wattbus/acl.py: generic access")
     else:
-        a = rule(name, cfg) if callable(rule) else Access(list(rule.read), list(rule.write))
+        a = rule(name, cfg, app) if callable(rule) else Access(list(rule.read), list(rule.write))
     a.write += [topics.process_status(name), topics.process_health(name), topics.dlq(name)]
     a.read.append(topics.process_health(name))  # a producer reads its last run's health back at start
     return a
@@ -143,7 +167,7 @@ def render_acl(app: AppConfig, extra: str = "") -> str:
     who: dict[str, list[str]] = {}
     notes: list[str] = []
     for kind, name, cfg in processes(app):
-        a = process_access(kind, name, cfg)
+        a = process_access(kind, name, cfg, app)
         user = app.mqtt.for_process(name).username or name
         perms = users.setdefault(user, {})
         who.setdefault(user, []).append(f"{kind} {name} ({cfg.type})")

@@ -131,3 +131,24 @@ def test_acl_command_writes_the_file_only_when_it_changes_and_reports_bad_input(
     cfg.write_text('[producer.house]\ntype = "hhpcc"\n')
     broken = run_cli("-c", str(cfg), "acl")
     assert broken.returncode == 2 and "producer.house.type" in broken.stderr
+
+
+def test_home_assistant_topics_stay_outside_the_site_prefix_and_aggregate_reads_dynamic_prices(tmp_path):
+    """The rows of consumers registered by other changes, checked on stand-in configs with their fields."""
+    from types import SimpleNamespace
+
+    from wattbus.acl import process_access
+
+    app = parse_config('[mqtt]\ntopic_prefix = "home1/"\n', tmp_path / "w.toml", resolve)
+    ha = process_access("consumer", "ha", SimpleNamespace(type="homeassistant", discovery_prefix="hass",
+                                                           ha_status_topic="hass/status"), app)
+    assert ha.raw_write == ["hass/#"] and "hass/status" in ha.raw_read
+    assert "ha/#" in ha.write and "homeassistant/#" not in ha.write + ha.raw_write
+    app.tariff = SimpleNamespace(import_=SimpleNamespace(dynamic_topic="prices/belpex"),
+                                 export=SimpleNamespace(dynamic_topic=None))
+    agg_cfg = SimpleNamespace(type="aggregate", topics=["$share/a/+/+/reading"])
+    agg = process_access("consumer", "agg", agg_cfg, app)
+    assert agg.read == ["+/+/reading", "agg/#", "prices/belpex", "wattbus/agg/health"]
+    assert agg.write == ["agg/#", "wattbus/agg/status", "wattbus/agg/health", "wattbus/dlq/agg"]
+    api = process_access("consumer", "api", SimpleNamespace(type="api"), app)
+    assert "sim/+/config/set" in api.write and api.read[0] == "#"
