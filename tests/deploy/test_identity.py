@@ -8,6 +8,7 @@ topic gets PUBACK "not authorized" (0x87) and nobody receives the message, and e
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 import subprocess
@@ -26,15 +27,25 @@ from tests.support.ports import free_port
 REPO = Path(__file__).resolve().parents[2]
 
 
-def demo_config(data: Path, mqtt_port: int) -> str:
-    """The config `wattbus demo` runs (wattbus/demo.py), pointed at this test's broker and free ports."""
+def demo_config(data: Path, mqtt_port: int) -> tuple[str, dict[str, list[str]]]:
+    """The config `wattbus demo` runs, for this test's broker and on free ports, and the demo's hardware
+    (emulator commands to start first)."""
     from wattbus import demo
 
-    if not hasattr(demo, "DEMO_CONFIG"):
-        raise AssertionError("wattbus.demo builds its config differently now: update demo_config() here")
+    if hasattr(demo, "compose"):  # every plugin's demo.toml (issue 9's demo): not run on this branch
+        from wattbus.plugins import plugins
+
+        everything = plugins()
+        for p in everything:
+            if p.demo_data is not None:
+                p.demo_data(data)
+        composed = demo.compose([(p, p.demo) for p in everything if p.demo is not None], data=data,
+                                mqtt_port=mqtt_port, ports=demo.Ports(free=True))
+        return composed.text, composed.hardware
+    generate_year(2024, data / "hhpc-2024.txt", seed=1, start=date(2024, 3, 1), end=date(2024, 3, 2))
     text = demo.DEMO_CONFIG.format(mqtt_port=mqtt_port, dataset=data / "hhpc-2024.txt",
                                    db=data / "wattbus.db")
-    return re.sub(r"(?m)^port = 3030$", f"port = {free_port()}", text)
+    return re.sub(r"(?m)^port = 3030$", f"port = {free_port()}", text), {}
 
 
 def with_passwords(config_text: str, secrets: Path, extra_mqtt: str = "") -> str:
@@ -54,15 +65,16 @@ def processes_of(config: Path) -> list[tuple[str, str, str]]:
 def site(tmp_path_factory):
     """The demo's config with a password per process, its users, and the ACL `wattbus acl` writes for it."""
     d = tmp_path_factory.mktemp("site")
-    generate_year(2024, d / "hhpc-2024.txt", seed=1, start=date(2024, 3, 1), end=date(2024, 3, 2))
     port = free_port()
     config = d / "wattbus.toml"
-    config.write_text(with_passwords(demo_config(d, port), d / "secrets"))
+    text, hardware = demo_config(d, port)
+    config.write_text(with_passwords(text, d / "secrets"))
     names = [n for n, _, _ in processes_of(config)]
     passwords = make_users(names + ["observer"], d / "passwd", d / "secrets")
     (d / "acl.local").write_text("# the tests' own eyes on the bus\nuser observer\ntopic read #\n")
     write_acl(config, d / "acl", d / "acl.local")
-    return {"dir": d, "config": config, "port": port, "names": names, "passwords": passwords}
+    return {"dir": d, "config": config, "port": port, "names": names, "passwords": passwords,
+            "hardware": hardware}
 
 
 @pytest.fixture
@@ -181,23 +193,31 @@ def _wait(predicate, what: str, timeout: float = 30.0) -> None:
 def test_every_demo_process_works_logged_in_as_itself(site, prod_broker, clients, processes):
     observer = clients(prod_broker, "observer", site["passwords"]["observer"])
     observer.subscribe("#")
-    running = {name: processes(site["config"], name) for name in site["names"]}
-    for name in site["names"]:
-        observer.wait(lambda n=name: observer.on(f"wattbus/{n}/health"), f"{name}'s health", timeout=30)
-        assert (f"wattbus/{name}/status", b"online") in observer.on(f"wattbus/{name}/status")
-    db = site["dir"] / "wattbus.db"
-    _wait(lambda: {("hhpc", "replay"), ("sim", "kili")} <= _stored(db), "replay's and kili's readings stored")
-    observer.wait(lambda: observer.on("sim/kili/config") and observer.on("hhpc/house/status"), "devices")
-    exporter_port = int(re.search(r"(?ms)^\[consumer\.exporter\].*?^port = (\d+)$",
-                                  site["config"].read_text()).group(1))
-    _wait(lambda: 'wattbus_up{device="replay",source="hhpc"} 1.0' in _scrape(exporter_port), "replay up")
-    metrics = _scrape(exporter_port)
-    for name in site["names"]:
-        assert f'wattbus_process_up{{process="{name}"}} 1.0' in metrics, name
-    assert not observer.on("wattbus/dlq/#"), observer.on("wattbus/dlq/#")
-    log = prod_broker.log.read_text()
-    assert "Denied" not in log, [line for line in log.splitlines() if "Denied" in line][:5]
-    assert all(p.alive() for p in running.values()), {n: p.output()[-500:] for n, p in running.items()}
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    hardware = [subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                for cmd in site["hardware"].values()]  # the demo's emulated devices, when it has some
+    try:
+        running = {name: processes(site["config"], name) for name in site["names"]}
+        for name in site["names"]:
+            observer.wait(lambda n=name: observer.on(f"wattbus/{n}/health"), f"{name}'s health", timeout=30)
+            assert (f"wattbus/{name}/status", b"online") in observer.on(f"wattbus/{name}/status")
+        db = site["dir"] / "wattbus.db"
+        _wait(lambda: {("hhpc", "replay"), ("sim", "kili")} <= _stored(db), "replay's, kili's readings")
+        observer.wait(lambda: observer.on("sim/kili/config") and observer.on("hhpc/house/status"), "devices")
+        exporter_port = int(re.search(r"(?ms)^\[consumer\.exporter\].*?^port = (\d+)$",
+                                      site["config"].read_text()).group(1))
+        _wait(lambda: 'wattbus_up{device="replay",source="hhpc"} 1.0' in _scrape(exporter_port), "replay up")
+        metrics = _scrape(exporter_port)
+        for name in site["names"]:
+            assert f'wattbus_process_up{{process="{name}"}} 1.0' in metrics, name
+        assert not observer.on("wattbus/dlq/#"), observer.on("wattbus/dlq/#")
+        log = prod_broker.log.read_text()
+        assert "Denied" not in log, [line for line in log.splitlines() if "Denied" in line][:5]
+        assert all(p.alive() for p in running.values()), {n: p.output()[-500:] for n, p in running.items()}
+    finally:
+        for h in hardware:
+            h.kill()
+            h.wait(10)
 
 
 @pytest.mark.slow
