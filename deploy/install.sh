@@ -176,10 +176,15 @@ venv() {
         say "created $VENV"
     fi
     say "installing wattbus from $SRC into $VENV"
-    "$py" -m pip install -q --disable-pip-version-check "$SRC" >&2
+    # from a clean copy: pip builds in the source tree, and a stale build/ there could bring back deleted files
+    stage="$WORK/src"
+    rm -rf "$stage" && mkdir "$stage"
+    (cd "$SRC" && tar cf - --exclude=__pycache__ pyproject.toml README.md bus wattbus producers consumers schemas) |
+        (cd "$stage" && tar xf -)
+    "$py" -m pip install -q --disable-pip-version-check "$stage" >&2
     configured_processes 2>/dev/null || rm -f "$PROCESSES"
     extras=$(pi_extras)
-    [ -z "$extras" ] || "$py" -m pip install -q --disable-pip-version-check "$SRC$extras" >&2
+    [ -z "$extras" ] || "$py" -m pip install -q --disable-pip-version-check "$stage$extras" >&2
     cp "$SRC/README.md" "$(r /opt/wattbus/README.md)"
     umask 077
     printf '%s\n' "$hash $extras" > "$stamp"
