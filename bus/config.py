@@ -46,8 +46,11 @@ class MqttConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: int = 1883
     username: str | None = None
+    """Broker login; default: the process's own name, so each process is its own broker user."""
     password_file: str | None = None
-    """File holding the password (never in the config or argv); else $WATTBUS_MQTT_PASSWORD."""
+    """File holding the password (never in the config or argv); else $WATTBUS_MQTT_PASSWORD. ``{process}``
+    stands for the process name ("/etc/wattbus/mqtt/{process}.pass"); $WATTBUS_MQTT_PASSWORD_FILE wins
+    (the systemd unit points it at the unit's own credential)."""
     tls_ca: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -85,6 +88,12 @@ class MqttConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             raise ValueError("`max_packet_size` must be 4096..268435455 bytes (mosquitto's max_packet_size)")
         if self.resend_window_s < 0 or self.resend_window_mb <= 0:
             raise ValueError("`resend_window_s` must be >= 0 and `resend_window_mb` > 0")
+
+    def for_process(self, name: str) -> MqttConfig:
+        """The login of process ``name``: its username (default its name) and its own password file."""
+        pw_file = os.environ.get("WATTBUS_MQTT_PASSWORD_FILE") or self.password_file
+        return msgspec.structs.replace(self, username=(self.username or name).replace("{process}", name),
+                                       password_file=pw_file.replace("{process}", name) if pw_file else None)
 
     def password(self) -> str | None:
         """``password_file``, else ``$WATTBUS_MQTT_PASSWORD``; an unreadable file is a config error."""
@@ -173,6 +182,42 @@ class AppConfig:
     @property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.site.timezone)
+
+    def mqtt_for(self, name: str) -> MqttConfig:
+        """Process ``name``'s broker login; a password file it cannot read is a config error (exit 2), not
+        a traceback and a systemd restart loop."""
+        mqtt = self.mqtt.for_process(name)
+        if mqtt.password_file:
+            try:
+                secret = Path(mqtt.password_file).read_text("utf-8").strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                where = self._where("mqtt", "password_file")
+                why = (exc.strerror or str(exc)) if isinstance(exc, OSError) else "not UTF-8 text"
+                raise ConfigError([f"{where}: mqtt.password_file: cannot read {mqtt.password_file} "
+                                   f"(process {name}): {why}"]) from None
+            if not secret:
+                where = self._where("mqtt", "password_file")
+                raise ConfigError([f"{where}: mqtt.password_file: {mqtt.password_file} is empty "
+                                   f"(process {name})"])
+        return mqtt
+
+    def _where(self, *keys: str) -> str:
+        """'file:line' of a key, for a problem found after parsing (the file is read again: errors only)."""
+        try:
+            return f"{self.path}:{_KeyLines(self.path.read_text('utf-8')).find(keys)}"
+        except OSError:
+            return str(self.path)
+
+    def check_secrets(self) -> None:
+        """Every process's password file is readable (check-config); ConfigError lists each that is not."""
+        problems: list[str] = []
+        for name in [*self.producers, *self.consumers]:
+            try:
+                self.mqtt_for(name)
+            except ConfigError as exc:
+                problems += exc.problems
+        if problems:
+            raise ConfigError(problems)
 
     def process(self, name: str) -> tuple[str, PluginConfig]:
         """('producer'|'consumer', config) for a process name."""

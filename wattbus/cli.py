@@ -35,6 +35,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     app = _load(args)
+    app.check_secrets()
     print(f"{app.path}: OK ({len(app.producers)} producers: {', '.join(app.producers) or '-'}; "
           f"{len(app.consumers)} consumers: {', '.join(app.consumers) or '-'})")
     return 0
@@ -83,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("check-config", help="validate the config file; exit 2 naming every bad key")
     s.set_defaults(func=cmd_check)
+
+    from wattbus import acl
+
+    acl.add_parser(sub)
 
     s = sub.add_parser("export", help="print stored readings as JSONL or CSV")
     s.add_argument("--source", required=True)

@@ -30,6 +30,7 @@ from bus.log import setup_logging
 from bus.mqtt import BusClient
 from bus.producer import ProducerContext
 from bus.runtime import install_signal_handlers, start_health
+from bus.sdnotify import notify_systemd
 from wattbus.plugins import plugin_module
 
 MAX_SLOTS = 64
@@ -70,7 +71,7 @@ def run_process(app: AppConfig, name: str, instance: str = "") -> int:
     else:
         client_id, slot_lock = claim_slot(client_id, app)
     receive_max = getattr(cfg, "inflight", 100)
-    client = BusClient(app.mqtt, client_id, status_topic=topics.process_status(name),
+    client = BusClient(app.mqtt_for(name), client_id, status_topic=topics.process_status(name),
                        manual_ack=(kind == "consumer"), receive_maximum=receive_max, log=log)
     if kind == "producer":
         ctx = ProducerContext(app, name, log, client, instance, source=cfg.type)
@@ -81,6 +82,7 @@ def run_process(app: AppConfig, name: str, instance: str = "") -> int:
              socket.gethostname(), os.getpid(), client_id)
     client.start()
     start_health(ctx)
+    notify_systemd(ctx)  # Type=notify + WatchdogSec= in wattbus@.service
     try:
         module.run(ctx, cfg)
     finally:

@@ -37,6 +37,30 @@ HHPC_COMPAT = (
     ("sub3_energy_wh", "sub_metering_3", 1.0, "watt-hour of active energy", "Energy sub-metering No. 3."),
 )
 
+# Every process's retained health document (wattbus/{process}/health) as metrics, so Prometheus can alert on
+# the processes too: (Prometheus name, type, help, path in the document, scale). Labels: process, kind.
+PROCESS_HEALTH = (
+    ("wattbus_process_uptime_seconds", "gauge", "Seconds since the process started (a drop = a restart)",
+     ("uptime_s",), 1.0),
+    ("wattbus_process_dead_letters", "counter", "Inputs the process rejected to wattbus/dlq/{process}",
+     ("counters", "dead_letters"), 1.0),
+    ("wattbus_process_inbox_messages", "gauge", "Messages a consumer received and has not handled yet",
+     ("inbox",), 1.0),
+    ("wattbus_process_queued_messages", "gauge", "Messages in a producer's offline queue, not yet acked",
+     ("queued",), 1.0),
+    ("wattbus_process_sink_backlog_readings", "gauge", "Readings a store holds or spooled while its database "
+     "refuses them", ("counters", "sink_backlog"), 1.0),
+    ("wattbus_process_sink_up", "gauge", "1 while a store's database accepts writes", ("sink_up",), 1.0),
+    ("wattbus_process_max_resident_memory_bytes", "gauge", "Peak resident memory of the process",
+     ("rss_mb",), 1024 * 1024),
+)
+
+
+def _health_value(doc: dict, path: tuple[str, ...]) -> float | None:
+    for key in path:
+        doc = doc.get(key) if isinstance(doc, dict) else None
+    return float(doc) if isinstance(doc, (int, float)) else None
+
 
 class DeviceState:
     __slots__ = ("values", "ts", "order", "received", "online", "process")
@@ -55,6 +79,7 @@ class LatestValues(Collector):
                  max_series: int = 10_000):
         self.devices: dict[tuple[str, str], DeviceState] = {}
         self.process_online: dict[str, bool] = {}
+        self.process_health: dict[str, dict] = {}
         self.compat, self.compat_device, self.stale_after = compat, compat_device, stale_after
         self.max_series = max_series
         self.messages = 0
@@ -121,6 +146,28 @@ class LatestValues(Collector):
                         dev.online = False
                         dev.values.clear()
 
+    def set_health(self, process: str, doc: dict) -> None:
+        with self._lock:
+            self.process_health[process] = doc
+
+    def _process_families(self) -> Iterable[Metric]:
+        with self._lock:
+            online = dict(self.process_online)
+            health = dict(self.process_health)
+        up = GaugeMetricFamily("wattbus_process_up", "1 while the process is online (its status topic)",
+                               labels=["process"])
+        for process in sorted(online.keys() | health.keys()):
+            up.add_metric([process], 1.0 if online.get(process, True) else 0.0)
+        yield up
+        for name, kind, help_text, path, scale in PROCESS_HEALTH:
+            cls = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+            fam = cls(name, help_text, labels=["process", "kind"])
+            for process, doc in sorted(health.items()):
+                value = _health_value(doc, path)
+                if value is not None:
+                    fam.add_metric([process, str(doc.get("kind", ""))], value * scale)
+            yield fam
+
     # -- exposition (HTTP side) -----------------------------------------------------------------
     def collect(self) -> Iterable[Metric]:
         now = time.time()
@@ -167,6 +214,7 @@ class LatestValues(Collector):
         yield GaugeMetricFamily("wattbus_exporter_lag_seconds",
                                 "Age of the newest reading when it arrived (publish-to-exporter lag)",
                                 value=self.lag_seconds)
+        yield from self._process_families()
 
     def _hhpc_compat(self, items) -> Iterable[Metric]:
         chosen = None

@@ -60,6 +60,8 @@ def serve(ctx: ConsumerContext, cfg) -> None:
             doc = orjson.loads(msg.payload)
         except orjson.JSONDecodeError:
             return
+        if isinstance(doc, dict):
+            state.set_health(msg.topic.split("/")[1], doc)
         devices = doc.get("devices") if isinstance(doc, dict) else None
         process = msg.topic.split("/")[1]
         if isinstance(devices, list):
