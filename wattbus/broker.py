@@ -1,9 +1,8 @@
 """Start a private Mosquitto from the project's own config (demo, bench, tests).
 
-The config file is the project's ``mosquitto/mosquitto.dev.conf`` (or ``mosquitto.prod.conf``, for tests of
-passwords, the ACL and TLS) with a few lines pointed elsewhere: the listener (a chosen or free loopback port),
-``persistence_location``, ``include_dir`` (the project's ``mosquitto/conf.d``, which holds the delivery
-settings) and, for the production file, its TLS listener and the files under /etc.
+The config file is the project's ``mosquitto/mosquitto.dev.conf`` with three lines pointed elsewhere: the
+listener (a chosen or free loopback port), ``persistence_location`` and ``include_dir`` (the project's
+``mosquitto/conf.d``, which holds the delivery settings).
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DEV_CONF = REPO / "mosquitto" / "mosquitto.dev.conf"
-PROD_CONF = REPO / "mosquitto" / "mosquitto.prod.conf"
 CONF_D = REPO / "mosquitto" / "conf.d"
 
 
@@ -45,29 +43,18 @@ def wait_port(port: int, host: str = "127.0.0.1", timeout: float = 15.0) -> None
         time.sleep(0.05)
 
 
-def render_conf(src: Path, port: int, data_dir: Path, extra: str = "", *, tls_port: int | None = None,
-                settings: dict[str, str] | None = None) -> str:
-    """The project's config ``src`` pointed at this machine: the first listener on ``port`` (loopback), the
-    second (production's TLS listener) on ``tls_port``, and each directive in ``settings`` (``password_file``,
-    ``certfile``, ...) given that value instead of its /etc path."""
+def render_conf(src: Path, port: int, data_dir: Path, extra: str = "") -> str:
     text = src.read_text()
     text = re.sub(r"(?m)^listener\s+\d+.*$", f"listener {port} 127.0.0.1", text, count=1)
-    if tls_port is not None:
-        text = re.sub(r"(?m)^listener\s+8883\b.*$", f"listener {tls_port} 127.0.0.1", text, count=1)
     text = re.sub(r"(?m)^persistence_location\s+.*$", f"persistence_location {data_dir}/", text)
     text = re.sub(r"(?m)^include_dir\s+.*$", f"include_dir {CONF_D}", text)
-    for directive, value in (settings or {}).items():
-        text, found = re.subn(rf"(?m)^{directive}\s+.*$", f"{directive} {value}", text)
-        if not found:
-            raise ValueError(f"{src}: no `{directive}` line to point elsewhere")
     return f"user {getpass.getuser()}\n" + text + extra
 
 
 class Broker:
     """A Mosquitto process of our own; ``stop()`` is clean (persistence written), ``kill()`` is not."""
 
-    def __init__(self, workdir: Path, port: int | None = None, conf: Path = DEV_CONF, extra: str = "", *,
-                 tls_port: int | None = None, settings: dict[str, str] | None = None):
+    def __init__(self, workdir: Path, port: int | None = None, conf: Path = DEV_CONF, extra: str = ""):
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         if not Path(binary).exists():
             raise RuntimeError("mosquitto is not installed (./run demo and ./run test install it)")
@@ -77,15 +64,13 @@ class Broker:
         self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.conf = self.dir / "mosquitto.conf"
-        self.tls_port = tls_port
-        self.conf.write_text(render_conf(conf, self.port, self.dir, extra, tls_port=tls_port,
-                                         settings=settings))
+        self.conf.write_text(render_conf(conf, self.port, self.dir, extra))
         self.log = self.dir / "mosquitto.log"
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "Broker":
-        self.proc = subprocess.Popen([self.binary, "-c", str(self.conf)], stdout=open(self.log, "ab"),
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen([self.binary, "-c", str(self.conf)], stdout=open(self.log, "ab"), start_new_session=True,
+                                     stderr=subprocess.STDOUT)
         try:
             wait_port(self.port)
         except TimeoutError:

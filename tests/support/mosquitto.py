@@ -3,6 +3,6 @@
 The launcher is the project's own (``wattbus.broker``), the one the demo and the bench use.
 """
 
-from wattbus.broker import PROD_CONF, Broker, render_conf
+from wattbus.broker import Broker, render_conf
 
-__all__ = ["PROD_CONF", "Broker", "render_conf"]
+__all__ = ["Broker", "render_conf"]
