@@ -403,14 +403,14 @@ async def live(state: State, request: Request, source: OptName = None, device: O
 
     async def stream():
         try:
-            yield ServerSentEventMessage(comment="wattbus live feed", retry=3000)
+            yield ServerSentEventMessage(data=None, comment="wattbus live feed", retry=3000)
             while not stopping.is_set():
                 try:
                     event, data = await asyncio.wait_for(q.get(), timeout=1.0)
                 except asyncio.TimeoutError:
                     if time.monotonic() - last[0] > SSE_KEEPALIVE_S:
                         last[0] = time.monotonic()
-                        yield ServerSentEventMessage(comment="keepalive")
+                        yield ServerSentEventMessage(data=None, comment="keepalive")
                     continue
                 if (wanted is None or event in wanted) and matches(data):
                     last[0] = time.monotonic()

@@ -38,8 +38,17 @@ def store_sink(app: AppConfig) -> str | None:
 
 
 def producer_roles(app: AppConfig) -> dict[str, str]:
-    """Process name -> the role its config gives (``role`` key), for devices that producer publishes."""
-    return {name: role for name, pcfg in app.producers.items() if isinstance(role := getattr(pcfg, "role", None), str)}
+    """Process name, and ``type/device`` of its default device, -> the role its config gives (``role`` key).
+
+    Devices a producer lists in its health document inherit its process's role (see ``routes._role``).
+    """
+    roles: dict[str, str] = {}
+    for name, pcfg in app.producers.items():
+        role = getattr(pcfg, "role", None)
+        if isinstance(role, str):
+            roles[name] = role
+            roles[f"{pcfg.type}/{getattr(pcfg, 'device', None) or name}"] = role
+    return roles
 
 
 def default_hhpc_device(app: AppConfig) -> str | None:
