@@ -124,21 +124,24 @@ function sizeOf(el, height) {
 /** A uPlot chart that follows its container's width; ``xs`` in seconds, times shown in ``tz``. */
 export function chart(el, { series, data, tz, height = 280, bars = false, yFormat = fmtPower, xFormat }) {
   el.textContent = '';
+  const n = data[0].length;
   const opts = {
     ...sizeOf(el, height),
     tzDate: (ts) => uPlot.tzDate(new Date(ts * 1e3), tz),
-    scales: { x: { time: !bars } },
+    // bars: x is the slot index (0..n-1) so every bar gets its own label and room
+    scales: bars ? { x: { time: false, range: [-0.5, n - 0.5] } } : {},
     axes: [
-      bars ? { values: (u, splits) => splits.map((v) => xFormat(v)), space: 40, gap: 4 } : { space: 60 },
-      { values: (u, splits) => splits.map((v) => yFormat(v)), size: 72 },
+      bars ? { splits: () => data[0].filter((i) => n <= 16 || i % Math.ceil(n / 16) === 0),
+        values: (u, splits) => splits.map((v) => xFormat(v)), space: 10, gap: 4 } : { space: 60 },
+      { values: (u, splits) => splits.map((v) => yFormat(v)), size: 84 },
     ],
     legend: { live: true },
     cursor: { points: { size: 6 } },
     series: [
-      bars ? { label: 'when', value: (u, v) => (v === null ? '—' : xFormat(v)) } : {},
+      bars ? { label: 'when', value: (u, v) => (v === null || v === undefined ? '—' : xFormat(v)) } : {},
       ...series.map((s, i) => ({
         label: s.label, stroke: s.color, width: bars ? 1 : 2,
-        fill: bars ? s.color + 'cc' : s.fill || undefined,
+        fill: bars ? s.color : s.fill || undefined,
         value: (u, v) => (v === null || v === undefined ? '—' : yFormat(v)),
         // nested bars: each further series a narrower bar drawn over the previous, all readable
         paths: bars ? uPlot.paths.bars({ size: [0.8 * (1 - 0.3 * i), 80], align: 0 }) : undefined,

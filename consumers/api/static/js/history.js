@@ -38,7 +38,7 @@ const devices = await api('/devices');
 let sources;
 if (info.site) {
   sources = [{ path: `/site/${period}`, fields: [['grid_import_wh', 'import', COLORS.import],
-    ['grid_export_wh', 'export', COLORS.export], ['solar_wh', 'production', COLORS.solar]] }];
+    ['solar_wh', 'production', COLORS.solar], ['grid_export_wh', 'export', COLORS.export]] }];
 } else if (info.grid.length || info.solar.length) {
   sources = [
     ...info.grid.map((k) => ({ path: `/energy/${period}?source=${k.split('/')[0]}&device=${k.split('/')[1]}`,
@@ -64,7 +64,7 @@ async function draw() {
   const xs = [...starts].sort((a, b) => a - b);
   const index = new Map(xs.map((t, i) => [t, i]));
   const series = [];
-  const data = [xs.map((t) => t / 1000)];
+  const data = [xs.map((_, i) => i)];
   const totals = [];
   pages.forEach((p, i) => {
     if (!p) return;
@@ -79,7 +79,9 @@ async function draw() {
   });
   const fmt = new Intl.DateTimeFormat(undefined, period === '1mo' ? { timeZone: tz, month: 'short' }
     : span === 'week' ? { timeZone: tz, weekday: 'short', day: 'numeric' } : { timeZone: tz, day: 'numeric' });
-  chart(chartEl, { series, data, tz, bars: true, yFormat: fmtEnergy, xFormat: (v) => fmt.format(new Date(v * 1000)) });
+  const labels = xs.map((t) => fmt.format(new Date(t)));
+  const axisEnergy = (v) => (Math.abs(v) >= 10000 ? (v / 1000).toFixed(0) : (v / 1000).toFixed(1)) + ' kWh';
+  chart(chartEl, { series, data, tz, bars: true, yFormat: axisEnergy, xFormat: (i) => labels[i] ?? '' });
   sumEl.textContent = '';
   for (const [label, total, c] of totals) {
     sumEl.append(h('div', { class: 'total' }, h('div', { class: 'label' }, h('span', { class: 'legend-key',
