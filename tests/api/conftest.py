@@ -132,6 +132,11 @@ def stack(tmp_path_factory) -> Stack:
         site = "home"
         token_file = "{token_file}"
         hhpc_device = "gethpc1"
+
+        [consumer.api2]
+        type = "api"
+        listen = "127.0.0.1"
+        port = {free_port()}
         """)
     procs: list[WattbusProcess] = []
 

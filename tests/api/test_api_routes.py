@@ -244,3 +244,39 @@ def test_dashboard_pages_and_static_files_are_served_by_the_same_process(stack):
         assert "/static/vendor/uplot/uPlot.iife.min.js" in r.text
     js = stack.get("/static/vendor/uplot/uPlot.iife.min.js")
     assert js.status_code == 200 and b"uPlot" in js.content
+
+
+def test_sigterm_with_a_live_client_connected_stops_within_10_s(stack):
+    import re
+    import signal
+
+    from tests.support.ports import wait_port
+    from tests.support.processes import WattbusProcess
+
+    port = int(re.search(r"\[consumer\.api2\][^\[]*port = (\d+)", stack.config.read_text()).group(1))
+    c = stack.collector("wattbus/api2/status")
+    api2 = WattbusProcess(stack.config, "api2").start()
+    try:
+        wait_port(port, timeout=20)
+        connected = threading.Event()
+
+        def hold_a_feed_open():
+            try:
+                with httpx.stream("GET", f"http://127.0.0.1:{port}/api/v1/live", timeout=30) as r:
+                    connected.set()
+                    for _ in r.iter_lines():
+                        pass
+            except httpx.HTTPError:
+                pass
+
+        threading.Thread(target=hold_a_feed_open, daemon=True).start()
+        assert connected.wait(10)
+        t0 = time.monotonic()
+        api2.proc.send_signal(signal.SIGTERM)
+        assert api2.proc.wait(10) == 0
+        assert time.monotonic() - t0 < 10
+        c.wait_for(lambda: c.on("wattbus/api2/status") and c.on("wattbus/api2/status")[-1][1] == b"offline", 5,
+                   "offline status")
+    finally:
+        api2.kill()
+        c.close()
