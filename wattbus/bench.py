@@ -22,6 +22,8 @@ from wattbus.progress import Progress
 
 
 def main(argv: list[str]) -> int:
+    if argv and argv[0] == "api":
+        return importlib.import_module("consumers.api.bench").main(argv[1:])
     if not argv or argv[0] not in ("replay", "adc"):
         print("usage: wattbus bench replay [--sink URL] [--dataset FILE] [--naive N] | wattbus bench adc",
               file=sys.stderr)
