@@ -15,7 +15,7 @@ const COUNTERS = ['readings', 'readings_handled', 'messages', 'published', 'http
 function render(list) {
   table.textContent = '';
   table.append(h('tr', {}, h('th', { text: 'Process' }), h('th', { text: 'Status' }),
-    h('th', { class: 'num hide-narrow', text: 'Uptime' }), h('th', { class: 'num', text: 'Memory' }),
+    h('th', { class: 'num hide-narrow', text: 'Uptime' }), h('th', { class: 'num', text: 'Peak RSS' }),
     h('th', { class: 'num hide-narrow', text: 'Work' }), h('th', { class: 'num', text: 'Dead letters' })));
   for (const p of list) {
     const health = p.health || {};
@@ -26,7 +26,7 @@ function render(list) {
     table.append(h('tr', { 'data-process': p.name },
       h('td', {}, h('strong', { text: p.name }), h('div', { class: 'note', style: 'margin:0', text: [p.kind, p.type].filter(Boolean).join(' · ') + (p.configured ? '' : ' (not in this config)') })),
       h('td', {}, badge(p.status), h('div', { class: 'note', style: 'margin:0', text: p.health_age_s !== null ? 'health ' + fmtAge(p.health_age_s) + ' ago' : 'no health yet' })),
-      h('td', { class: 'num hide-narrow', text: fmtAge(health.uptime_s) }),
+      h('td', { class: 'num hide-narrow', text: health.uptime_s !== undefined ? fmtAge(health.uptime_s + (p.health_age_s || 0)) : '—' }),
       h('td', { class: 'num', text: health.rss_mb ? health.rss_mb + ' MB' : '—' }),
       h('td', { class: 'num hide-narrow', text: work.join(', ') || '—' }),
       dl));
