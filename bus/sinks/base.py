@@ -52,13 +52,13 @@ class Sink(ABC):
         """How many readings of one device are stored (backends override with a cheap query)."""
         return sum(1 for _ in self.read(source, device, start_ms, end_ms))
 
-    def devices(self) -> list[tuple[str, str, int]]:
-        """Every ``(source, device, last ts)`` with stored readings; [] where a backend cannot list them.
+    def devices(self) -> list[tuple[str, str, int]] | None:
+        """Every ``(source, device, last ts)`` with stored readings; None where a backend cannot list them.
 
         The API merges this with what it sees on the bus, so a device that is silent since the API started
         still shows; backends override it with a cheap query.
         """
-        return []
+        return None
 
     def read_downsampled(self, source: str, device: str, start_ms: int, end_ms: int,
                          step_ms: int) -> list[Reading]:

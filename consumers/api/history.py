@@ -35,6 +35,8 @@ class History:
         self._lock = threading.Lock()
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="history")
         self._devices: tuple[float, list[tuple[str, str, int]]] = (0.0, [])
+        self.can_list = True
+        """False when the sink cannot list its devices: then an unknown device is asked of the store anyway."""
 
     def describe(self) -> str:
         if self.url is None:
@@ -89,6 +91,8 @@ class History:
             got = await self.run(lambda s: s.devices())
         except StoreUnavailable:
             got = cached
+        if got is None:
+            self.can_list, got = False, []
         self._devices = (time.monotonic(), got)
         return got
 

@@ -84,7 +84,7 @@ async def _known(s: Services, source: str, device: str) -> tuple[DeviceLive | No
     """(live state, newest stored ts) of a device; 404 when neither the bus nor the store knows it."""
     dev = s.live.device(source, device)
     stored = next((ts for src, d, ts in await s.history.devices() if (src, d) == (source, device)), None)
-    if dev is None and stored is None:
+    if dev is None and stored is None and s.history.can_list:
         raise BadParameter("device", f"unknown device {source}/{device}: no reading seen on the bus or in "
                                      "the store (see /api/v1/devices)", status=404)
     return dev, stored
