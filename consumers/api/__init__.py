@@ -34,8 +34,8 @@ class Config(PluginConfig, kw_only=True, forbid_unknown_fields=True):
     """A file holding the token that write routes need (Authorization: Bearer ...); none: read-only."""
     cors_origins: list[str] = msgspec.field(default_factory=list)
     """Origins allowed to call the API from a browser page elsewhere (CORS); empty: off."""
-    workers: int = 2
-    """Threads reading history from the store (each with its own connection)."""
+    workers: int = 1
+    """Threads reading history from the store (each with its own connection and cache: memory)."""
     inflight: int = 1000
 
     def __post_init__(self) -> None:

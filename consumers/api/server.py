@@ -10,6 +10,7 @@ the requests in progress: the process is gone well within DESIGN's 10 s.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import threading
 from pathlib import Path
@@ -76,7 +77,22 @@ def _config_problems(ctx: ConsumerContext, cfg: Config, sink: str | None) -> tup
     return token, problems
 
 
+def limit_malloc_arenas() -> None:
+    """One glibc malloc arena and an eager trim: each thread otherwise keeps its own arena of freed memory.
+
+    The history workers' large reads (a day of readings, a year grouped) would leave several MB behind per
+    thread; on a Pi that is the difference between 50 and 60 MB. No effect (and no error) off glibc.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-8, 1)  # M_ARENA_MAX
+        libc.mallopt(-1, 128 * 1024)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
 def serve(ctx: ConsumerContext, cfg: Config) -> None:
+    limit_malloc_arenas()
     sink = cfg.sink or store_sink(ctx.app)
     token, problems = _config_problems(ctx, cfg, sink)
     if problems:
