@@ -21,13 +21,22 @@ from __future__ import annotations
 
 import logging
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import orjson
-import paho.mqtt.client as paho
+
+# paho imports dnspython when it is installed (pymongo brings it) for MQTT over DNS SRV records, which wattbus
+# never uses: 6 MB of every process's RSS. Hide it while paho loads; later imports (pymongo) still get it.
+_hide_dns = "dns" not in sys.modules
+if _hide_dns:
+    sys.modules["dns"] = None  # type: ignore[assignment]
+import paho.mqtt.client as paho  # noqa: E402
+if _hide_dns:
+    del sys.modules["dns"]
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties

@@ -44,6 +44,20 @@ def dlq(process: str) -> str:
     return f"wattbus/dlq/{process}"
 
 
+def heartbeat(source: str, device: str) -> str:
+    return f"{source}/{device}/heartbeat"
+
+
+def device_config(source: str, device: str) -> str:
+    """Where a remotely configurable device answers with the config it runs (retained)."""
+    return f"{source}/{device}/config"
+
+
+def device_config_set(source: str, device: str) -> str:
+    """Where a remotely configurable device takes changes (e.g. the sim meters)."""
+    return f"{source}/{device}/config/set"
+
+
 ALL_READINGS = "+/+/reading"
 ALL_STATUS = "+/+/status"
 

@@ -6,4 +6,5 @@ Adding a consumer is its folder plus one line here. Plain data: importing it loa
 CONSUMERS: dict[str, str] = {
     "store": "consumers.store",
     "exporter": "consumers.exporter",
+    "api": "consumers.api",
 }

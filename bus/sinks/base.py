@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from bus.envelope import Reading
 from bus.rollup import Bucket
+from schemas import METRICS
 
 SINKS: dict[str, str] = {
     "sqlite": "bus.sinks.sqlite:SqliteSink",
@@ -65,6 +66,44 @@ class Sink(ABC):
     def count(self, source: str, device: str, start_ms: int = 0, end_ms: int = 2**53) -> int:
         """How many readings of one device are stored (backends override with a cheap query)."""
         return sum(1 for _ in self.read(source, device, start_ms, end_ms))
+
+    def devices(self) -> list[tuple[str, str, int]] | None:
+        """Every ``(source, device, last ts)`` with stored readings; None where a backend cannot list them.
+
+        The API merges this with what it sees on the bus, so a device that is silent since the API started
+        still shows; backends override it with a cheap query.
+        """
+        return None
+
+    def read_downsampled(self, source: str, device: str, start_ms: int, end_ms: int,
+                         step_ms: int) -> list[Reading]:
+        """Readings of ``start_ms <= ts < end_ms`` merged into ``step_ms`` slots (epoch-aligned).
+
+        Each slot is one reading stamped with the slot's start and ``period_s`` = the step: gauges are
+        averaged, counters keep their last value, interval energies are summed (by the metrics table's
+        kind), so a chart of a year does not carry half a million points. Backends override it with a
+        query that does the same inside the database.
+        """
+        slots: dict[int, tuple[dict[str, float], dict[str, int]]] = {}
+        for r in self.read(source, device, start_ms, end_ms):
+            if not r.metrics:
+                continue
+            slot = r.ts - r.ts % step_ms
+            sums, counts = slots.setdefault(slot, ({}, {}))
+            for key, value in r.metrics.items():
+                kind = METRICS[key].kind if key in METRICS else "gauge"
+                if kind == "counter":
+                    sums[key] = value
+                    counts[key] = 1
+                else:
+                    sums[key] = sums.get(key, 0.0) + value
+                    counts[key] = counts.get(key, 0) + 1
+        out = []
+        for slot, (sums, counts) in sorted(slots.items()):
+            metrics = {k: (v / counts[k] if METRICS.get(k) is None or METRICS[k].kind == "gauge" else v)
+                       for k, v in sums.items()}
+            out.append(Reading(source, device, slot, metrics, None, step_ms / 1000, "ok"))
+        return out
 
     # -- rollups: the aggregate consumer's calendar buckets (bus.rollup) --------------------------
     def write_buckets(self, buckets: Sequence[Bucket]) -> None:
