@@ -77,6 +77,7 @@ class BusClient:
         self.connected = threading.Event()
         self.server_receive_maximum = 65535
         self._subs: dict[str, tuple[str, int, Callback]] = {}  # filter (no prefix) -> (match filter, qos, cb)
+        self._raw: set[str] = set()  # filters subscribed without the site prefix (e.g. homeassistant/status)
         self._unclaimed: list[Message] = []
         self._subacks: dict[int, tuple[threading.Event, list[str]]] = {}
         self._early_subacks: set[int] = set()
@@ -119,6 +120,10 @@ class BusClient:
             return f"$share/{group}/{self.prefix}{rest}"
         return self.prefix + topic
 
+    def wire(self, topic_filter: str) -> str:
+        """The filter as sent to the broker: prefixed, unless it was subscribed ``raw``."""
+        return topic_filter if topic_filter in self._raw else self.full(topic_filter)
+
     def strip(self, topic: str) -> str:
         return topic[len(self.prefix):] if self.prefix and topic.startswith(self.prefix) else topic
 
@@ -153,25 +158,32 @@ class BusClient:
         self._on_publish_hooks.append(hook)
 
     # -- publish / subscribe ------------------------------------------------------------------
-    def publish(self, topic: str, payload: Payload, *, qos: int = 1, retain: bool = False) -> paho.MQTTMessageInfo:
-        return self._client.publish(self.full(topic), encode_payload(payload), qos=qos, retain=retain)
+    def publish(self, topic: str, payload: Payload, *, qos: int = 1, retain: bool = False,
+                raw: bool = False) -> paho.MQTTMessageInfo:
+        """``raw``: publish on ``topic`` as is, without the site prefix (another system's topic, e.g. HA's)."""
+        return self._client.publish(topic if raw else self.full(topic), encode_payload(payload), qos=qos,
+                                    retain=retain)
 
-    def subscribe(self, topic_filter: str, callback: Callback, *, qos: int = 1) -> threading.Event | None:
+    def subscribe(self, topic_filter: str, callback: Callback, *, qos: int = 1,
+                  raw: bool = False) -> threading.Event | None:
         """Route messages matching ``topic_filter`` (prefix-free; ``$share/`` allowed) to ``callback``.
 
         Returns an event set when the broker acknowledged the subscription (None when not connected yet:
-        it is then made on connect). Retained messages follow the acknowledgement.
+        it is then made on connect). Retained messages follow the acknowledgement. ``raw`` subscribes to
+        ``topic_filter`` as is, outside the site prefix (another system's topics, e.g. Home Assistant's).
         """
         match = topic_filter.split("/", 2)[2] if topic_filter.startswith("$share/") else topic_filter
         with self._lock:  # same lock as _on_connect's snapshot: a filter is never missed by both
             self._subs[topic_filter] = (match, qos, callback)
+            if raw:
+                self._raw.add(topic_filter)
             now = self.connected.is_set()
             claimed = [m for m in self._unclaimed if paho.topic_matches_sub(match, m.topic)]
             self._unclaimed = [m for m in self._unclaimed if m not in claimed]
         for msg in claimed:
             self._dispatch(callback, msg)
         if now:
-            rc, mid = self._client.subscribe(self.full(topic_filter),
+            rc, mid = self._client.subscribe(self.wire(topic_filter),
                                              options=SubscribeOptions(qos=qos, retainHandling=1))
             if rc == 0 and mid is not None:
                 acked = threading.Event()
@@ -179,11 +191,13 @@ class BusClient:
                 return acked
         return None
 
-    def unsubscribe(self, topic_filter: str) -> None:
+    def unsubscribe(self, topic_filter: str, *, raw: bool = False) -> None:
+        wire = topic_filter if raw else self.wire(topic_filter)
         with self._lock:
             self._subs.pop(topic_filter, None)
+            self._raw.discard(topic_filter)
         if self.connected.is_set():
-            self._client.unsubscribe(self.full(topic_filter))
+            self._client.unsubscribe(wire)
 
     def ack(self, msg: Message) -> None:
         if self.manual_ack and msg.qos > 0:
@@ -203,7 +217,7 @@ class BusClient:
             subs = list(self._subs.items())
             self.connected.set()
         if subs:
-            rc, mid = client.subscribe([(self.full(f), SubscribeOptions(qos=q, retainHandling=1))
+            rc, mid = client.subscribe([(self.wire(f), SubscribeOptions(qos=q, retainHandling=1))
                                         for f, (_, q, _) in subs])
             if rc == 0 and mid is not None:
                 self._expect_suback(mid, threading.Event(), [f for f, _ in subs])

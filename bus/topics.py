@@ -63,3 +63,16 @@ def parse_device_topic(topic: str) -> tuple[str, str, str] | None:
     if len(parts) != 3:
         return None
     return parts[0], parts[1], parts[2]
+
+
+def ha_state(source: str, device: str) -> str:
+    """The homeassistant consumer's flat JSON state of one device (retained), what HA's sensors read."""
+    return f"ha/{source}/{device}/state"
+
+
+def relay_state(name: str) -> str:
+    return f"relay/{name}/state"
+
+
+def relay_set(name: str) -> str:
+    return f"relay/{name}/set"
