@@ -178,18 +178,12 @@ class Bridge:
                 self.cv.notify()
 
     def on_bucket(self, msg: Message) -> None:
-        parts = msg.topic.split("/")
-        try:
-            bucket = rollup.decode(msg.payload)
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            self.ctx.dead_letter(msg.payload[:DLQ_SNIPPET], f"not a bucket: {exc}", msg.topic)
-            return
-        if len(parts) != 4 or (bucket.source, bucket.device, bucket.period) != (parts[1], parts[2], parts[3]):
-            self.ctx.dead_letter(msg.payload[:DLQ_SNIPPET], "bucket source/device/period do not match the topic",
-                                 msg.topic)
-            return
-        if bucket.end < time.time() * 1000 - 86_400_000:
-            self.ctx.counters.inc("buckets_stale")  # not today's or yesterday's: not a "today" value
+        bucket, reason = parse_bucket(msg.topic, msg.payload, time.time() * 1000)
+        if bucket is None:
+            if reason == STALE:
+                self.ctx.counters.inc("buckets_stale")  # not today's or yesterday's: not a "today" value
+            else:
+                self.ctx.dead_letter(msg.payload[:DLQ_SNIPPET], reason, msg.topic)
             return
         with self.cv:
             dev = self.registry.get(bucket.source, bucket.device)
@@ -301,6 +295,25 @@ class Bridge:
             self.ctx.counters.inc("discovery_cleared")
         if state_topic:
             self.client.publish(state_topic, b"", retain=True)
+
+
+STALE = "stale"
+
+
+def parse_bucket(topic: str, payload: bytes, now_ms: float) -> tuple[rollup.Bucket | None, str]:
+    """A daily bucket from ``agg/{source}/{device}/1d``, or None and why (``STALE``: a bucket of long ago)."""
+    try:
+        bucket = rollup.decode(payload)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        return None, f"not a bucket: {exc}"
+    parts = topic.split("/")
+    if len(parts) != 4 or (bucket.source, bucket.device, bucket.period) != (parts[1], parts[2], parts[3]):
+        return None, "bucket source/device/period do not match the topic"
+    if not bucket.start < bucket.end:
+        return None, "bucket end is not after its start"
+    if bucket.end < now_ms - 86_400_000:
+        return None, STALE
+    return bucket, ""
 
 
 def _object_id_of(topic: str) -> str:

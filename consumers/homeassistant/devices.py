@@ -199,19 +199,23 @@ class DeviceRegistry:
         return dev
 
     def restore_state(self, dev: Device, state: dict[str, Any]) -> None:
-        """Take the values of the retained state, so the next state carries every entity's key."""
-        for k, v in state.items():
-            if isinstance(k, str) and (v is None or isinstance(v, (int, float, str))) and len(k) <= 64:
-                dev.values.setdefault(k, v)
-        ts = state.get(LAST_READING)
-        if isinstance(ts, str):
+        """Take the values of the retained state, so the next state carries every entity's key.
+
+        Only what this consumer writes is taken back: numbers (or null) for the device's metric and bucket
+        keys, ISO times for the two time keys; anything else someone left on the topic is dropped.
+        """
+        numeric = dev.keys | {BUCKET_PREFIX + f for f in dev.bucket_fields}
+        for k in numeric & state.keys():
+            v = state[k]
+            if v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) < 1e300):
+                dev.values.setdefault(k, None if v is None else float(v))
+        for k, attr in ((LAST_READING, "last_ts"), (BUCKET_START, "bucket_start")):
+            v = state.get(k)
+            if not isinstance(v, str) or len(v) > 40:
+                continue
             try:
-                dev.last_ts = max(dev.last_ts, int(datetime.fromisoformat(ts).timestamp() * 1000))
-            except ValueError:
-                pass
-        start = state.get(BUCKET_START)
-        if isinstance(start, str):
-            try:
-                dev.bucket_start = max(dev.bucket_start, int(datetime.fromisoformat(start).timestamp() * 1000))
-            except ValueError:
-                pass
+                ms = int(datetime.fromisoformat(v).timestamp() * 1000)
+            except (ValueError, OverflowError, OSError):
+                continue
+            dev.values.setdefault(k, v)
+            setattr(dev, attr, max(getattr(dev, attr), ms))
