@@ -156,8 +156,15 @@ class Bridge:
                 if dev is None:
                     continue
                 self.registry.apply_reading(dev, r.ts, r.metrics)
-            self.ctx.counters.set("devices_over_cap", self.registry.over_cap)
+            self._count_over_cap()
             self.cv.notify()
+
+    def _count_over_cap(self) -> None:
+        if self.registry.over_cap > self.ctx.counters.get("devices_over_cap"):
+            self.ctx.counters.set("devices_over_cap", self.registry.over_cap)
+            self.ctx.bad_input_log.warning("cap", "more devices than max_devices = %d: the others are not shown "
+                                           "in Home Assistant (%d refused so far)", self.cfg.max_devices,
+                                           self.registry.over_cap)
 
     def on_device_status(self, msg: Message) -> None:
         parsed = topics.parse_device_topic(msg.topic)
@@ -187,6 +194,7 @@ class Bridge:
             return
         with self.cv:
             dev = self.registry.get(bucket.source, bucket.device)
+            self._count_over_cap()
             if dev is not None and self.registry.apply_bucket(dev, bucket):
                 self.cv.notify()
 
