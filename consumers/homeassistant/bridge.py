@@ -167,11 +167,16 @@ class Bridge:
                                            self.registry.over_cap)
 
     def on_device_status(self, msg: Message) -> None:
+        """``{source}/{device}/status`` and ``wattbus/{process}/status`` (the same filter catches both)."""
         parsed = topics.parse_device_topic(msg.topic)
-        if not parsed or parsed[0] not in SOURCES:
+        if not parsed:
             return
         with self.cv:
-            if self.registry.set_status_seen(parsed[0], parsed[1]):
+            if parsed[0] == "wattbus":
+                changed = self.registry.set_process_status(parsed[1], msg.payload == b"online")
+            else:
+                changed = parsed[0] in SOURCES and self.registry.set_status_seen(parsed[0], parsed[1])
+            if changed:
                 self.cv.notify()
 
     def on_health(self, msg: Message) -> None:

@@ -76,7 +76,9 @@ class DeviceRegistry:
         self.devices: dict[tuple[str, str], Device] = {}
         self.relays = {r.name: r for r in relays}
         self.status_seen: set[tuple[str, str]] = set()
-        self.producer_of: dict[tuple[str, str], str] = {}
+        self.claims: dict[tuple[str, str], list[str]] = {}
+        """Device -> the producer processes whose health named it, most recent last."""
+        self.process_online: dict[str, bool] = {}
         self.over_cap = 0
         """Devices refused because ``max_devices`` was reached (counted once per message)."""
 
@@ -106,7 +108,7 @@ class DeviceRegistry:
             return None
         dev = self.devices[(source, device)] = Device(source, device, self.object_id(source, device))
         dev.has_status = (source, device) in self.status_seen
-        dev.producer = self.producer_of.get((source, device))
+        dev.producer = self._owner((source, device))
         return dev
 
     def remove(self, source: str, device: str) -> Device | None:
@@ -161,20 +163,51 @@ class DeviceRegistry:
         return None
 
     def set_producer(self, process: str, device_keys: list[str]) -> list[Device]:
-        """A producer's health names its devices: its status joins their availability."""
-        changed = []
+        """A producer's health names its devices: its status joins their availability (see ``_owner``)."""
+        touched = []
         for item in device_keys[: 4 * self.max_devices]:
             if not isinstance(item, str) or item.count("/") != 1:
                 continue
             key = tuple(item.split("/"))
-            if self.producer_of.get(key) == process:
-                continue
-            if key not in self.producer_of and len(self.producer_of) >= 4 * self.max_devices:
-                continue
-            self.producer_of[key] = process
+            claimants = self.claims.get(key)
+            if claimants is None:
+                if len(self.claims) >= 4 * self.max_devices:
+                    continue
+                claimants = self.claims[key] = []
+            if claimants[-1:] != [process]:
+                if process in claimants:
+                    claimants.remove(process)
+                claimants.append(process)
+                del claimants[:-8]
+                touched.append(key)
+        return self._reassign(touched)
+
+    def set_process_status(self, process: str, online: bool) -> list[Device]:
+        if self.process_online.get(process) == online or (
+                process not in self.process_online and len(self.process_online) >= 4 * self.max_devices):
+            return []
+        self.process_online[process] = online
+        return self._reassign([k for k, procs in self.claims.items() if process in procs])
+
+    def _owner(self, key: tuple[str, str], current: str | None = None) -> str | None:
+        """The producer of a device: the latest online claimant, else the one it had, else the latest claimant.
+
+        A renamed or moved producer leaves a retained health document behind that still names the device; it
+        must not make the device unavailable for ever. A producer that stops keeps its devices (unavailable).
+        """
+        claimants = self.claims.get(key, [])
+        online = [p for p in claimants if self.process_online.get(p)]
+        if not online and current in claimants:
+            return current
+        return (online or claimants or [None])[-1]
+
+    def _reassign(self, keys: list[tuple[str, str]]) -> list[Device]:
+        changed = []
+        for key in keys:
             dev = self.devices.get(key)
-            if dev is not None:
-                dev.producer = process
+            owner = self._owner(key, dev.producer if dev is not None else None)
+            if dev is not None and owner != dev.producer:
+                dev.producer = owner
                 dev.discovery_due = True
                 changed.append(dev)
         return changed

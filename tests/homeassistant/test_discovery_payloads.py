@@ -173,7 +173,7 @@ def test_a_hostile_retained_state_restores_only_plain_values(state):
 def test_a_hostile_health_device_list_is_bounded(devices):
     reg = registry(max_devices=2)
     reg.set_producer("p", devices)
-    assert len(reg.producer_of) <= 8
+    assert len(reg.claims) <= 8
 
 
 def test_buckets_that_do_not_match_their_topic_or_are_old_are_refused():
@@ -189,3 +189,18 @@ def test_buckets_that_do_not_match_their_topic_or_are_old_are_refused():
     huge = payload.replace(b'"energy_import_wh":1.0', b'"energy_import_wh":1e999')
     got, _ = parse_bucket("agg/p1/mains/1d", huge, 10.5 * day)
     assert got is None or orjson.dumps(got.energy_import_wh) in (b"null", b"1e999")
+
+
+def test_a_renamed_producer_left_behind_does_not_own_its_devices():
+    """Its retained health still names the device and its status says offline for ever."""
+    reg = registry()
+    dev = reg.get("p1", "mains")
+    reg.set_producer("new", ["p1/mains"])
+    reg.set_process_status("new", True)
+    reg.set_producer("old", ["p1/mains"])  # retained, arrives later at a restart
+    reg.set_process_status("old", False)
+    assert dev.producer == "new"
+    reg.set_process_status("new", False)  # the producer stops: it keeps its device, which goes unavailable
+    assert dev.producer == "new"
+    reg.set_producer("new", ["p1/mains"])
+    assert dev.producer == "new"

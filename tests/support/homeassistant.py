@@ -35,16 +35,17 @@ class Unavailable(Exception):
 
 
 def find_python() -> str | None:
-    """A Python the pinned HA runs on: on PATH, else pyenv's newest matching version."""
-    for name in PYTHONS:
-        if found := shutil.which(name):
-            return found
+    """A Python the pinned HA runs on: pyenv's versions, else on PATH; each tried (a pyenv shim may not work)."""
     root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
-    for name in PYTHONS:
-        minor = name.removeprefix("python")
-        for v in sorted(root.glob(f"{minor}.*"), reverse=True):
-            if (exe := v / "bin" / name).exists():
-                return str(exe)
+    candidates = [str(exe) for name in PYTHONS
+                  for exe in sorted(root.glob(f"{name.removeprefix('python')}.*/bin/{name}"), reverse=True)]
+    candidates += [found for name in PYTHONS if (found := shutil.which(name))]
+    for exe in candidates:
+        try:
+            if subprocess.run([exe, "-c", "import venv, ensurepip"], capture_output=True, timeout=60).returncode == 0:
+                return exe
+        except (OSError, subprocess.TimeoutExpired):
+            continue
     return None
 
 
