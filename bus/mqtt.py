@@ -160,7 +160,7 @@ class BusClient:
     # -- publish / subscribe ------------------------------------------------------------------
     def publish(self, topic: str, payload: Payload, *, qos: int = 1, retain: bool = False,
                 raw: bool = False) -> paho.MQTTMessageInfo:
-        """``raw``: publish on ``topic`` as is, without the site prefix (another system's topic, e.g. HA's)."""
+        """``raw``: publish on ``topic`` as is, without the site prefix (another system's topic: HA's)."""
         return self._client.publish(topic if raw else self.full(topic), encode_payload(payload), qos=qos,
                                     retain=retain)
 

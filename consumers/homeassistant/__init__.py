@@ -63,7 +63,8 @@ class Config(PluginConfig, kw_only=True, forbid_unknown_fields=True):
             raise ValueError("`discovery_prefix` must be topic levels of letters, digits, _ and - "
                              "(e.g. \"homeassistant\")")
         if not _TOPIC_LEVEL.match(self.ha_status_topic):
-            raise ValueError("`ha_status_topic` must be a topic without wildcards (e.g. \"homeassistant/status\")")
+            raise ValueError("`ha_status_topic` must be a topic without wildcards "
+                             "(e.g. \"homeassistant/status\")")
         if not _ID.match(self.node_id):
             raise ValueError("`node_id` must be 1-32 letters, digits, _ or -")
         if not self.min_interval >= 0:

@@ -71,8 +71,9 @@ class Bridge:
                 states[(parts[1], parts[2])] = body
         with self.cv:
             for (source, device), info in docs.items():
-                dev = self.registry.restore_discovery(source, device, info["components"], info["availability"],
-                                                      self.own_status, self.client.full, info["currency"])
+                dev = self.registry.restore_discovery(source, device, info["components"],
+                                                      info["availability"], self.own_status, self.client.full,
+                                                      info["currency"])
                 if dev is None:
                     self._clear_topics(info["topics"], topics.ha_state(source, device))
                     self.ctx.log.info("cleared %s/%s from Home Assistant (excluded or over max_devices)",
@@ -114,7 +115,8 @@ class Bridge:
         info["components"] |= set(comps)
         avail = body.get("availability")
         if isinstance(avail, list):
-            info["availability"] += [a["topic"] for a in avail if isinstance(a, dict) and isinstance(a.get("topic"), str)]
+            info["availability"] += [a["topic"] for a in avail
+                                     if isinstance(a, dict) and isinstance(a.get("topic"), str)]
         for comp in comps.values():
             if isinstance(comp, dict) and comp.get("device_class") == "monetary":
                 unit = comp.get("unit_of_measurement")
@@ -162,9 +164,9 @@ class Bridge:
     def _count_over_cap(self) -> None:
         if self.registry.over_cap > self.ctx.counters.get("devices_over_cap"):
             self.ctx.counters.set("devices_over_cap", self.registry.over_cap)
-            self.ctx.bad_input_log.warning("cap", "more devices than max_devices = %d: the others are not shown "
-                                           "in Home Assistant (%d refused so far)", self.cfg.max_devices,
-                                           self.registry.over_cap)
+            self.ctx.bad_input_log.warning(
+                "cap", "more devices than max_devices = %d: the others are not shown in Home Assistant "
+                "(%d refused so far)", self.cfg.max_devices, self.registry.over_cap)
 
     def on_device_status(self, msg: Message) -> None:
         """``{source}/{device}/status`` and ``wattbus/{process}/status`` (the same filter catches both)."""
@@ -208,8 +210,8 @@ class Bridge:
         if msg.payload != b"online":
             self.ctx.counters.inc("ha_status_ignored" if msg.payload != b"offline" else "ha_offline")
             if msg.payload != b"offline":
-                self.ctx.bad_input_log.warning("ha_status", "ignored %d-byte payload on %s (expected online/offline)",
-                                               len(msg.payload), msg.topic)
+                self.ctx.bad_input_log.warning("ha_status", "ignored %d-byte payload on %s "
+                                               "(expected online/offline)", len(msg.payload), msg.topic)
             return
         self.ctx.counters.inc("ha_online")
         with self.cv:
@@ -278,10 +280,10 @@ class Bridge:
             object_id = self.registry.relay_object_id(relay.name)
             comps = d.relay_components(object_id, relay, full(topics.relay_state(relay.name)),
                                        full(topics.relay_set(relay.name)))
-            avail = ([full(topics.process_status(relay.process))] if relay.process else []) + [self.own_status]
+            avail = [full(topics.process_status(relay.process))] if relay.process else []
+            shared = d.shared_options(avail + [self.own_status], None)
             block = d.device_block(object_id, relay.title, "relay")
-            self._publish_docs(self._layout(object_id, block, comps, d.shared_options(avail, None)), object_id,
-                               self.relays_forced)
+            self._publish_docs(self._layout(object_id, block, comps, shared), object_id, self.relays_forced)
         self.relays_due = self.relays_forced = False
 
     def _publish_docs(self, docs: dict[str, dict[str, Any]], object_id: str, forced: bool) -> None:

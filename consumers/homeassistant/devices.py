@@ -67,8 +67,8 @@ def site_id(topic_prefix: str) -> str:
 class DeviceRegistry:
     """Devices by (source, device); not thread-safe on its own (the service holds one lock around it)."""
 
-    def __init__(self, base_id: str, tz: ZoneInfo, *, max_devices: int, include: list[str], exclude: list[str],
-                 relays: list[Relay] = ()):
+    def __init__(self, base_id: str, tz: ZoneInfo, *, max_devices: int, include: list[str],
+                 exclude: list[str], relays: list[Relay] = ()):
         self.base_id = base_id
         self.tz = tz
         self.max_devices = max_devices
@@ -150,7 +150,7 @@ class DeviceRegistry:
         return True
 
     def set_status_seen(self, source: str, device: str) -> Device | None:
-        """A device status topic exists: it joins the device's availability. Returns the device to rediscover."""
+        """A device status topic exists: it joins the device's availability. The device to rediscover."""
         key = (source, device)
         if key in self.status_seen or len(self.status_seen) >= 4 * self.max_devices:
             return None
@@ -190,7 +190,7 @@ class DeviceRegistry:
         return self._reassign([k for k, procs in self.claims.items() if process in procs])
 
     def _owner(self, key: tuple[str, str], current: str | None = None) -> str | None:
-        """The producer of a device: the latest online claimant, else the one it had, else the latest claimant.
+        """A device's producer: the latest online claimant, else the one it had, else the latest claimant.
 
         A renamed or moved producer leaves a retained health document behind that still names the device; it
         must not make the device unavailable for ever. A producer that stops keeps its devices (unavailable).

@@ -1,4 +1,4 @@
-"""Home Assistant MQTT discovery documents, built by walking tables: the metrics table, the bucket table below.
+"""Home Assistant MQTT discovery documents, built by walking tables: the metrics table, the bucket table.
 
 Nothing here talks to the broker: given what the device registry knows about a device (its keys, its
 availability topics), these functions return the exact JSON HA reads, so every option is testable at payload
@@ -19,6 +19,9 @@ from typing import Any
 
 from schemas import METRICS, Metric
 from wattbus import __version__
+
+Doc = dict[str, Any]
+"""A JSON object of a discovery document."""
 
 ORIGIN = {"name": "wattbus", "sw_version": __version__}
 
@@ -119,7 +122,8 @@ def bucket_component(object_id: str, field: str, currency: str | None) -> dict[s
 def last_reading_component(object_id: str) -> dict[str, Any]:
     uid = f"{object_id}_last_reading"
     return {"platform": "sensor", "unique_id": uid, "object_id": uid, "name": "Last reading",
-            "device_class": "timestamp", "entity_category": "diagnostic", "value_template": _template(LAST_READING)}
+            "device_class": "timestamp", "entity_category": "diagnostic",
+            "value_template": _template(LAST_READING)}
 
 
 def device_components(object_id: str, keys: set[str], bucket_fields: set[str],
@@ -137,10 +141,10 @@ def device_components(object_id: str, keys: set[str], bucket_fields: set[str],
 def relay_components(object_id: str, relay: Relay, state_topic: str, command_topic: str) -> dict[str, dict]:
     """A relay: a switch (its output, commands on/off) and a select (its mode auto/on/off)."""
     return {
-        "output": {"platform": "switch", "unique_id": f"{object_id}_output", "object_id": f"{object_id}_output",
-                   "name": "Output", "state_topic": state_topic, "value_template": _template("state"),
-                   "state_on": "on", "state_off": "off", "command_topic": command_topic,
-                   "payload_on": "on", "payload_off": "off"},
+        "output": {"platform": "switch", "unique_id": f"{object_id}_output",
+                   "object_id": f"{object_id}_output", "name": "Output", "state_topic": state_topic,
+                   "value_template": _template("state"), "state_on": "on", "state_off": "off",
+                   "command_topic": command_topic, "payload_on": "on", "payload_off": "off"},
         "mode": {"platform": "select", "unique_id": f"{object_id}_mode", "object_id": f"{object_id}_mode",
                  "name": "Mode", "state_topic": state_topic, "value_template": _template("mode"),
                  "command_topic": command_topic, "options": list(RELAY_MODES)},
@@ -167,8 +171,8 @@ def device_document(device: dict[str, Any], components: dict[str, dict[str, Any]
     return {"device": device, "origin": ORIGIN, **shared, "components": components}
 
 
-def entity_documents(prefix: str, object_id: str, device: dict[str, Any], components: dict[str, dict[str, Any]],
-                     shared: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def entity_documents(prefix: str, object_id: str, device: Doc, components: dict[str, Doc],
+                     shared: Doc) -> dict[str, Doc]:
     """Per-entity discovery: topic -> document, one per component (older HA)."""
     out = {}
     for key, comp in components.items():

@@ -17,10 +17,3 @@ def latest(collector, topic: str) -> dict | None:
     if not got or not got[-1][1]:
         return None
     return orjson.loads(got[-1][1])
-
-
-def config_body(name: str, **options) -> str:
-    lines = [f"[consumer.{name}]", 'type = "homeassistant"']
-    for k, v in options.items():
-        lines.append(f"{k} = {orjson.dumps(v).decode() if not isinstance(v, str) else repr(v).replace(chr(39), chr(34))}")
-    return "\n".join(lines) + "\n"

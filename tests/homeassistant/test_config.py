@@ -20,16 +20,22 @@ def test_sample_and_demo_fragment_load():
     assert parse_config(demo, Path("demo.toml"), resolve).consumers["homeassistant"].type == "homeassistant"
 
 
-@pytest.mark.parametrize("line, expected", [
-    ("min_intervall = 3", "consumer.ha.min_intervall: unknown key; did you mean `min_interval`?"),
-    ('discovery = "devices"', "consumer.ha.discovery: invalid value 'devices'; expected one of: 'device', 'entity'"),
-    ('node_id = "a b"', "consumer.ha.node_id: must be 1-32 letters, digits, _ or -"),
-    ('discovery_prefix = "homeassistant/#"', "consumer.ha.discovery_prefix: must be topic levels"),
-    ("min_interval = -1", "consumer.ha.min_interval: must be >= 0 seconds"),
-    ("max_devices = 0", "consumer.ha.max_devices: must be 1..100000"),
-    ('relays = [{name = "Bad Name"}]', "consumer.ha.relays.0.name: must match"),
-    ('relays = [{name = "ev"}, {name = "ev"}]', "consumer.ha.relays: each relay name may appear once"),
-])
+@pytest.mark.parametrize(
+    "line, expected",
+    [
+        ("min_intervall = 3", "consumer.ha.min_intervall: unknown key; did you mean `min_interval`?"),
+        (
+            'discovery = "devices"',
+            "consumer.ha.discovery: invalid value 'devices'; expected one of: 'device', 'entity'",
+        ),
+        ('node_id = "a b"', "consumer.ha.node_id: must be 1-32 letters, digits, _ or -"),
+        ('discovery_prefix = "homeassistant/#"', "consumer.ha.discovery_prefix: must be topic levels"),
+        ("min_interval = -1", "consumer.ha.min_interval: must be >= 0 seconds"),
+        ("max_devices = 0", "consumer.ha.max_devices: must be 1..100000"),
+        ('relays = [{name = "Bad Name"}]', "consumer.ha.relays.0.name: must match"),
+        ('relays = [{name = "ev"}, {name = "ev"}]', "consumer.ha.relays: each relay name may appear once"),
+    ],
+)
 def test_a_mistake_names_file_line_and_key(line, expected):
     text = f'[consumer.ha]\ntype = "homeassistant"\n{line}\n'
     with pytest.raises(ConfigError) as err:

@@ -34,10 +34,17 @@ def test_energy_dashboard_sources_have_what_ha_accepts():
     """HA's Energy dashboard takes energy in Wh/kWh/MWh/MJ/GJ and gas in m³, with a total state class."""
     for key in ("energy_import_wh", "energy_export_wh", "energy_import_t1_wh", "energy_export_t2_wh"):
         comp = d.metric_component(OID, key)
-        assert (comp["device_class"], comp["state_class"], comp["unit_of_measurement"]) == \
-            ("energy", "total_increasing", "Wh")
+        assert (comp["device_class"], comp["state_class"], comp["unit_of_measurement"]) == (
+            "energy",
+            "total_increasing",
+            "Wh",
+        )
     gas = d.metric_component(OID, "gas_m3")
-    assert (gas["device_class"], gas["state_class"], gas["unit_of_measurement"]) == ("gas", "total_increasing", "m³")
+    assert (gas["device_class"], gas["state_class"], gas["unit_of_measurement"]) == (
+        "gas",
+        "total_increasing",
+        "m³",
+    )
     assert "state_class" not in d.metric_component(OID, "sub1_energy_wh")  # an interval amount is no total
 
 
@@ -59,21 +66,33 @@ def test_a_device_has_entities_only_for_what_it_sent_in_table_order():
 
 
 def test_todays_bucket_sensors_reset_daily_and_money_needs_a_currency():
-    comps = d.device_components("wattbus_site_home", set(), {"solar_wh", "cost", "self_sufficiency_pct"}, None)
+    comps = d.device_components(
+        "wattbus_site_home", set(), {"solar_wh", "cost", "self_sufficiency_pct"}, None
+    )
     assert list(comps) == ["today_solar_wh", "today_self_sufficiency_pct"]  # no currency: no money sensor
     solar = comps["today_solar_wh"]
-    assert (solar["device_class"], solar["state_class"], solar["unit_of_measurement"]) == ("energy", "total", "Wh")
+    assert (solar["device_class"], solar["state_class"], solar["unit_of_measurement"]) == (
+        "energy",
+        "total",
+        "Wh",
+    )
     assert solar["last_reset_value_template"] == "{{ value_json.today_start }}"
     pct = comps["today_self_sufficiency_pct"]
     assert pct["state_class"] == "measurement" and "last_reset_value_template" not in pct
     cost = d.device_components("wattbus_site_home", set(), {"cost"}, "EUR")["today_cost"]
-    assert (cost["device_class"], cost["state_class"], cost["unit_of_measurement"]) == ("monetary", "total", "EUR")
+    assert (cost["device_class"], cost["state_class"], cost["unit_of_measurement"]) == (
+        "monetary",
+        "total",
+        "EUR",
+    )
 
 
 def test_device_document_and_per_entity_documents_say_the_same():
     comps = d.device_components(OID, {"power_w", "gas_m3"}, set(), None)
     block = d.device_block(OID, "p1 mains", "p1")
-    shared = d.shared_options(["p1/mains/status", "wattbus/mains/status", "wattbus/ha/status"], "ha/p1/mains/state")
+    shared = d.shared_options(
+        ["p1/mains/status", "wattbus/mains/status", "wattbus/ha/status"], "ha/p1/mains/state"
+    )
     doc = d.device_document(block, comps, shared)
     assert doc["device"]["identifiers"] == [OID] and doc["origin"]["name"] == "wattbus"
     assert doc["availability_mode"] == "all" and len(doc["availability"]) == 3
@@ -88,10 +107,17 @@ def test_device_document_and_per_entity_documents_say_the_same():
 
 
 def test_a_relay_is_a_switch_for_its_output_and_a_select_for_its_mode():
-    comps = d.relay_components("wattbus_relay_ev", d.Relay("ev", "EV charger"), "relay/ev/state", "relay/ev/set")
+    comps = d.relay_components(
+        "wattbus_relay_ev", d.Relay("ev", "EV charger"), "relay/ev/state", "relay/ev/set"
+    )
     out, mode = comps["output"], comps["mode"]
     assert out["platform"] == "switch" and out["command_topic"] == "relay/ev/set"
-    assert (out["payload_on"], out["payload_off"], out["state_on"], out["state_off"]) == ("on", "off", "on", "off")
+    assert (out["payload_on"], out["payload_off"], out["state_on"], out["state_off"]) == (
+        "on",
+        "off",
+        "on",
+        "off",
+    )
     assert mode["platform"] == "select" and mode["options"] == ["auto", "on", "off"]
     assert mode["command_topic"] == "relay/ev/set" and mode["value_template"] == "{{ value_json.mode }}"
 
@@ -102,8 +128,13 @@ def test_site_id_keeps_two_sites_apart():
 
 # -- the registry -----------------------------------------------------------------------------------------
 def registry(**kw) -> DeviceRegistry:
-    return DeviceRegistry("wattbus", ZoneInfo("Europe/Brussels"), max_devices=kw.pop("max_devices", 10),
-                          include=kw.pop("include", ["*"]), exclude=kw.pop("exclude", []))
+    return DeviceRegistry(
+        "wattbus",
+        ZoneInfo("Europe/Brussels"),
+        max_devices=kw.pop("max_devices", 10),
+        include=kw.pop("include", ["*"]),
+        exclude=kw.pop("exclude", []),
+    )
 
 
 def test_an_older_reading_never_hides_a_newer_one_and_keys_only_grow():
@@ -131,10 +162,19 @@ def test_a_new_day_bucket_blanks_yesterdays_totals():
     reg = registry()
     dev = reg.get("site", "home")
     day = 86_400_000
-    b1 = rollup.Bucket(source="site", device="home", period="1d", start=day, end=2 * day, label="d1",
-                       solar_wh=10.0, grid_import_wh=4.0)
-    b2 = rollup.Bucket(source="site", device="home", period="1d", start=2 * day, end=3 * day, label="d2",
-                       solar_wh=1.0)
+    b1 = rollup.Bucket(
+        source="site",
+        device="home",
+        period="1d",
+        start=day,
+        end=2 * day,
+        label="d1",
+        solar_wh=10.0,
+        grid_import_wh=4.0,
+    )
+    b2 = rollup.Bucket(
+        source="site", device="home", period="1d", start=2 * day, end=3 * day, label="d2", solar_wh=1.0
+    )
     assert reg.apply_bucket(dev, b1) and reg.apply_bucket(dev, b2)
     assert dev.values["today_solar_wh"] == 1.0 and dev.values["today_grid_import_wh"] is None
     assert not reg.apply_bucket(dev, b1)  # yesterday's bucket, published again, does not come back
@@ -142,9 +182,11 @@ def test_a_new_day_bucket_blanks_yesterdays_totals():
 
 
 # -- hostile input ----------------------------------------------------------------------------------------
-json_values = st.recursive(st.none() | st.booleans() | st.integers(-2**63, 2**63 - 1) | st.floats(allow_nan=False) | st.text(),
-                           lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(), inner, max_size=5),
-                           max_leaves=30)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(), inner, max_size=5),
+    max_leaves=30,
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -155,8 +197,14 @@ def test_any_payload_on_an_agg_topic_is_a_bucket_or_a_reason(payload):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.dictionaries(st.sampled_from(["power_w", "energy_import_wh", "ts", "today_start", "today_cost"])
-                       | st.text(max_size=80), json_values | st.datetimes().map(str), max_size=20))
+@given(
+    st.dictionaries(
+        st.sampled_from(["power_w", "energy_import_wh", "ts", "today_start", "today_cost"])
+        | st.text(max_size=80),
+        json_values | st.datetimes().map(str),
+        max_size=20,
+    )
+)
 def test_a_hostile_retained_state_restores_only_plain_values(state):
     reg = registry()
     dev = reg.get("p1", "mains")
@@ -178,11 +226,21 @@ def test_a_hostile_health_device_list_is_bounded(devices):
 
 def test_buckets_that_do_not_match_their_topic_or_are_old_are_refused():
     day = 86_400_000
-    b = rollup.Bucket(source="p1", device="mains", period="1d", start=10 * day, end=11 * day, label="x",
-                      energy_import_wh=1.0)
+    b = rollup.Bucket(
+        source="p1",
+        device="mains",
+        period="1d",
+        start=10 * day,
+        end=11 * day,
+        label="x",
+        energy_import_wh=1.0,
+    )
     payload = rollup.encode(b)
     assert parse_bucket("agg/p1/mains/1d", payload, 10.5 * day)[0] == b
-    assert parse_bucket("agg/p1/other/1d", payload, 10.5 * day)[1] == "bucket source/device/period do not match the topic"
+    assert (
+        parse_bucket("agg/p1/other/1d", payload, 10.5 * day)[1]
+        == "bucket source/device/period do not match the topic"
+    )
     assert parse_bucket("agg/p1/mains/1d", payload, 20 * day) == (None, STALE)
     assert parse_bucket("agg/p1/mains/1d", b'{"v": 1}', 0)[1].startswith("not a bucket")
     assert parse_bucket("agg/p1/mains/1d", b"\xff\xfe", 0)[1].startswith("not a bucket")

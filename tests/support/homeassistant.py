@@ -35,14 +35,15 @@ class Unavailable(Exception):
 
 
 def find_python() -> str | None:
-    """A Python the pinned HA runs on: pyenv's versions, else on PATH; each tried (a pyenv shim may not work)."""
+    """A Python the pinned HA runs on: pyenv's, else on PATH; each one tried (a pyenv shim may not run)."""
     root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
     candidates = [str(exe) for name in PYTHONS
                   for exe in sorted(root.glob(f"{name.removeprefix('python')}.*/bin/{name}"), reverse=True)]
     candidates += [found for name in PYTHONS if (found := shutil.which(name))]
     for exe in candidates:
         try:
-            if subprocess.run([exe, "-c", "import venv, ensurepip"], capture_output=True, timeout=60).returncode == 0:
+            check = subprocess.run([exe, "-c", "import venv, ensurepip"], capture_output=True, timeout=60)
+            if check.returncode == 0:
                 return exe
         except (OSError, subprocess.TimeoutExpired):
             continue
@@ -166,8 +167,8 @@ class HomeAssistant:
         r.raise_for_status()
         flow = r.json()
         if flow.get("type") == "form":
-            r = httpx.post(f"{self.url}/api/config/config_entries/flow/{flow['flow_id']}", headers=self.headers,
-                           timeout=60, json={"broker": host, "port": port})
+            r = httpx.post(f"{self.url}/api/config/config_entries/flow/{flow['flow_id']}",
+                           headers=self.headers, timeout=60, json={"broker": host, "port": port})
             r.raise_for_status()
             flow = r.json()
         if flow.get("type") != "create_entry":
@@ -191,7 +192,7 @@ class HomeAssistant:
     async def _ws(self, commands: list[dict[str, Any]]) -> list[Any]:
         out = []
         async with aiohttp.ClientSession() as session:
-            async with session.ws_connect(f"{self.url}/api/websocket", timeout=30) as ws:
+            async with session.ws_connect(f"{self.url}/api/websocket") as ws:
                 await ws.receive_json()  # auth_required
                 await ws.send_json({"type": "auth", "access_token": self.token})
                 hello = await ws.receive_json()
