@@ -11,6 +11,7 @@ token from the websocket, and the websocket API for everything the tests ask.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import shutil
 import subprocess
@@ -56,11 +57,19 @@ def ensure_venv(log: Path) -> Path:
     stamp = venv / ".wattbus-ready"
     if stamp.exists():
         return venv
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / f"ha-venv-{HA_VERSION}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two test runs (two worktrees) must not build it over each other
+        if stamp.exists():
+            return venv
+        return _build_venv(venv, stamp, log)
+
+
+def _build_venv(venv: Path, stamp: Path, log: Path) -> Path:
     python = find_python()
     if python is None:
         raise Unavailable(f"no {' or '.join(PYTHONS)} interpreter (Home Assistant {HA_VERSION} needs one)")
     shutil.rmtree(venv, ignore_errors=True)
-    venv.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         steps = ([python, "-m", "venv", str(venv)],
                  [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", f"homeassistant=={HA_VERSION}"])
