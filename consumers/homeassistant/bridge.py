@@ -9,6 +9,7 @@ value of a counter is published when the interval ends, never dropped. On stop e
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -19,7 +20,7 @@ import orjson
 
 from bus import rollup, topics
 from bus.consumer import ConsumerContext
-from bus.envelope import SOURCES, Reading
+from bus.envelope import NAME_PATTERN, SOURCES, Reading
 from bus.mqtt import Message
 from consumers.homeassistant import discovery as d
 from consumers.homeassistant.devices import Device, DeviceRegistry, site_id
@@ -27,6 +28,7 @@ from consumers.homeassistant.devices import Device, DeviceRegistry, site_id
 RETAINED_WAIT_S = 5.0
 RETAINED_GRACE_S = 0.7
 FORGET_CHECK_S = 3600.0
+_NAME = re.compile(NAME_PATTERN)
 DLQ_SNIPPET = 512
 """A hostile payload is quoted in the dead letter up to this many bytes."""
 
@@ -175,7 +177,8 @@ class Bridge:
             return
         with self.cv:
             if parsed[0] == "wattbus":
-                changed = self.registry.set_process_status(parsed[1], msg.payload == b"online")
+                online = msg.payload == b"online"
+                changed = _NAME.match(parsed[1]) and self.registry.set_process_status(parsed[1], online)
             else:
                 changed = parsed[0] in SOURCES and self.registry.set_status_seen(parsed[0], parsed[1])
             if changed:
@@ -183,6 +186,8 @@ class Bridge:
 
     def on_health(self, msg: Message) -> None:
         process = msg.topic.split("/")[1]
+        if not _NAME.match(process):
+            return
         doc = _json_object(msg.payload)
         devices = doc.get("devices") if doc else None
         if not isinstance(devices, list) or doc.get("kind", "producer") != "producer":

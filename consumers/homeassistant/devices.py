@@ -228,7 +228,9 @@ class DeviceRegistry:
                 dev.has_status = True
                 self.status_seen.add((source, device))
             elif t != own_status and t.startswith(full("wattbus/")) and t.endswith("/status"):
-                dev.producer = dev.producer or t[len(full("wattbus/")):-len("/status")]
+                process = t[len(full("wattbus/")):-len("/status")]
+                if _NAME.match(process):
+                    dev.producer = dev.producer or process
         return dev
 
     def restore_state(self, dev: Device, state: dict[str, Any]) -> None:
