@@ -67,8 +67,12 @@ class ConsumerContext(ProcessContext):
         self.limits = self.app.readings.limits()
         self.add_health(lambda: {"inbox": self._inbox.qsize(), "lag_ms": round(self.last_lag_ms, 1)})
 
-    def subscribe(self, topic_filter: str, callback: Callable[[Message], None]) -> None:
-        """Plain subscription (status, state, commands): ``callback`` runs on the MQTT thread, then acked."""
+    def subscribe(self, topic_filter: str, callback: Callable[[Message], None], *,
+                  outside_prefix: bool = False) -> None:
+        """Plain subscription (status, state, commands): ``callback`` runs on the MQTT thread, then acked.
+
+        Retained messages on ``topic_filter`` arrive after each start, also on a resumed session.
+        ``outside_prefix``: another system's topic (Home Assistant's), used without the site prefix."""
 
         def cb(msg: Message) -> None:
             try:
@@ -76,7 +80,7 @@ class ConsumerContext(ProcessContext):
             finally:
                 msg.ack()
 
-        self.client.subscribe(topic_filter, cb)
+        self.client.subscribe(topic_filter, cb, outside_prefix=outside_prefix)
 
     def consume_readings(self, handler: Handler, *, topic_filter: str | list[str] = topics.ALL_READINGS,
                          group: str | None = None, batch_max: int = 20_000, batch_wait: float = 0.05) -> None:

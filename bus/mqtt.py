@@ -123,6 +123,11 @@ class BusClient:
         self._short_closes: list[float] = []
         self._subs: dict[str, tuple[str, int, Callback]] = {}  # filter (no prefix) -> (match filter, qos, cb)
         self._outside: set[str] = set()  # filters subscribed as they are, without the site prefix
+        self._on_broker: set[str] = set()
+        """Filters this process has subscribed on the broker. The first SUBSCRIBE of a filter asks for its
+        retained messages whatever the session holds (a resumed session already has the subscription, and
+        ``retainHandling=1`` would then send nothing: a restarted consumer would never see the statuses);
+        renewals after a reconnect do not ask again."""
         self._unclaimed: list[Message] = []
         self._subacks: dict[int, tuple[threading.Event, list[str]]] = {}
         self._early_subacks: dict[int, list] = {}
@@ -211,19 +216,22 @@ class BusClient:
         self._on_refused_hooks.append(hook)
 
     # -- publish / subscribe ------------------------------------------------------------------
-    def publish(self, topic: str, payload: Payload, *, qos: int = 1, retain: bool = False) -> paho.MQTTMessageInfo:
-        """Publish (queued by paho while disconnected); PacketTooLarge when the broker could not take it."""
+    def publish(self, topic: str, payload: Payload, *, qos: int = 1, retain: bool = False,
+                outside_prefix: bool = False) -> paho.MQTTMessageInfo:
+        """Publish (queued by paho while disconnected); PacketTooLarge when the broker could not take it.
+
+        ``outside_prefix``: ``topic`` is another system's (Home Assistant's discovery), used as it is."""
         data = encode_payload(payload)
-        self.check_size(topic, len(data), qos)
-        return self._client.publish(self.full(topic), data, qos=qos, retain=retain)
+        self.check_size(topic, len(data), qos, outside_prefix=outside_prefix)
+        return self._client.publish(topic if outside_prefix else self.full(topic), data, qos=qos, retain=retain)
 
     def room(self, topic: str, qos: int = 1) -> int:
         """Payload bytes a publish to ``topic`` may carry under the broker's packet limit."""
         # - 3: the remaining-length field grows from 1 to up to 4 bytes with the payload
         return self.max_packet_size - packet_size(self.full(topic), 0, qos) - 3
 
-    def check_size(self, topic: str, payload_len: int, qos: int = 1) -> None:
-        size = packet_size(self.full(topic), payload_len, qos)
+    def check_size(self, topic: str, payload_len: int, qos: int = 1, *, outside_prefix: bool = False) -> None:
+        size = packet_size(topic if outside_prefix else self.full(topic), payload_len, qos)
         if size > self.max_packet_size:
             raise PacketTooLarge(f"a {size}-byte packet to {topic[:200]} exceeds the broker's limit of "
                                  f"{self.max_packet_size} bytes; not sent")
@@ -248,18 +256,21 @@ class BusClient:
             self._dispatch(callback, msg)
         if now:
             rc, mid = self._client.subscribe(self._on_wire(topic_filter),
-                                             options=SubscribeOptions(qos=qos, retainHandling=1))
+                                             options=SubscribeOptions(qos=qos, retainHandling=0))
+            self._on_broker.add(topic_filter)
             if rc == 0 and mid is not None:
                 acked = threading.Event()
                 self._expect_suback(mid, acked, [topic_filter])
                 return acked
         return None
 
-    def unsubscribe(self, topic_filter: str) -> None:
+    def unsubscribe(self, topic_filter: str, *, outside_prefix: bool = False) -> None:
         with self._lock:
             self._subs.pop(topic_filter, None)
+            self._on_broker.discard(topic_filter)
         if self.connected.is_set():
-            self._client.unsubscribe(self._on_wire(topic_filter))
+            wire = topic_filter if outside_prefix else self._on_wire(topic_filter)
+            self._client.unsubscribe(wire)
         self._outside.discard(topic_filter)
 
     def ack(self, msg: Message) -> None:
@@ -284,9 +295,11 @@ class BusClient:
                       "resumed" if session else "new")
         with self._lock:
             subs = list(self._subs.items())
+            renewed = {f: f in self._on_broker for f, _ in subs}
+            self._on_broker.update(renewed)
             self.connected.set()
         if subs:
-            rc, mid = client.subscribe([(self._on_wire(f), SubscribeOptions(qos=q, retainHandling=1))
+            rc, mid = client.subscribe([(self._on_wire(f), SubscribeOptions(qos=q, retainHandling=int(renewed[f])))
                                         for f, (_, q, _) in subs])
             if rc == 0 and mid is not None:
                 self._expect_suback(mid, threading.Event(), [f for f, _ in subs])

@@ -76,16 +76,14 @@ def parse_device_topic(topic: str) -> tuple[str, str, str] | None:
     return parts[0], parts[1], parts[2]
 
 
-def heartbeat(source: str, device: str) -> str:
-    """A device's liveness ping (the sim meters'), beside its readings."""
-    return f"{source}/{device}/heartbeat"
+def ha_state(source: str, device: str) -> str:
+    """The homeassistant consumer's flat JSON state of one device (retained), what HA's sensors read."""
+    return f"ha/{source}/{device}/state"
 
 
-def device_config(source: str, device: str) -> str:
-    """The configuration a device runs now (retained), answering ``device_config_set``."""
-    return f"{source}/{device}/config"
+def relay_state(name: str) -> str:
+    return f"relay/{name}/state"
 
 
-def device_config_set(source: str, device: str) -> str:
-    """Where a device takes configuration changes."""
-    return f"{source}/{device}/config/set"
+def relay_set(name: str) -> str:
+    return f"relay/{name}/set"

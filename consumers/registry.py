@@ -7,4 +7,5 @@ CONSUMERS: dict[str, str] = {
     "store": "consumers.store",
     "exporter": "consumers.exporter",
     "api": "consumers.api",
+    "homeassistant": "consumers.homeassistant",
 }
