@@ -301,8 +301,12 @@ class ProducerContext(ProcessContext):
             stale = sorted({d.partition("/")[2] for d in listed if isinstance(d, str)
                             and d.partition("/")[0] == self.source and is_name(d.partition("/")[2])}
                            - self.devices)
-            for device in stale:
-                self.client.publish(topics.status(self.source, device), b"offline", retain=True)
+            infos = [self.client.publish(topics.status(self.source, device), b"offline", retain=True)
+                     for device in stale]
+        deadline = time.monotonic() + 2.0
+        for info in infos:  # acknowledged before the log says so, and before the new health replaces the list
+            while not info.is_published() and time.monotonic() < deadline and not self.stopping.is_set():
+                time.sleep(0.02)
         if stale:
             self.log.info("marked %d device(s) of an earlier run offline: %s", len(stale),
                           ", ".join(stale[:20]))

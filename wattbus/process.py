@@ -5,9 +5,10 @@ subscriptions and the messages the broker queued while it was away) belongs to t
 changed at every start (a pid in it) would strand that queue. It must also differ between two copies
 running at once, or they take the connection from each other every few seconds. So without ``--instance``
 a copy takes the first free *slot* on its host: slot 1 is ``wattbus-NAME``, slot 2 ``wattbus-NAME-2``, and
-so on, each held by an exclusive lock file in a tmpfs directory (``$XDG_RUNTIME_DIR``, ``/dev/shm`` or the
-temp dir). The lock goes with the process, however it ends, so the restarted first copy gets slot 1 and its
-session back. Copies in a consumer ``group`` share ``$share/GROUP/...``: with distinct ids they split the
+so on, each held by an exclusive lock on a file in a tmpfs directory (``$XDG_RUNTIME_DIR``, ``/dev/shm`` or
+the temp dir). The lock goes with the process, however it ends, so the restarted first copy gets slot 1 and
+its session back. A clean stop also removes the file, while still holding the lock; a copy that locked a
+file checks that the name still leads to it, so a removed file is never taken for a free slot. Copies in a consumer ``group`` share ``$share/GROUP/...``: with distinct ids they split the
 stream. Producers get slots too (their sessions hold the QoS 1 subscriptions they take, e.g. sim's remote
 config). Two copies on *different* hosts cannot see each other's locks: give one ``--instance`` (the client
 logs an error naming the likely cause when the broker keeps closing its fresh connections).
@@ -50,14 +51,30 @@ def claim_slot(base_id: str, app: AppConfig) -> tuple[str, IO | None]:
     directory = lock_dir()
     for slot in range(1, MAX_SLOTS + 1):
         path = directory / f"wattbus-{os.getuid()}-{tag}-{slot}.lock"
-        f = open(path, "a")
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        for _ in range(5):  # the file was removed between our open and our lock: open it again
+            f = open(path, "a")
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.close()
+                break
+            try:
+                same = os.stat(path).st_ino == os.fstat(f.fileno()).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                return (base_id if slot == 1 else f"{base_id}-{slot}"), f
             f.close()
-            continue
-        return (base_id if slot == 1 else f"{base_id}-{slot}"), f
     return f"{base_id}-{socket.gethostname()}-{os.getpid()}", None  # 64 copies: fall back to a unique id
+
+
+def release_slot(lock: IO) -> None:
+    """Remove the slot's file while still holding its lock (see the module docstring), then let go."""
+    try:
+        os.unlink(lock.name)
+    except OSError:
+        pass
+    lock.close()
 
 
 def run_process(app: AppConfig, name: str, instance: str = "") -> int:
@@ -92,5 +109,5 @@ def run_process(app: AppConfig, name: str, instance: str = "") -> int:
         client.close(timeout=2.0)
         log.info("stopped")
         if slot_lock is not None:
-            slot_lock.close()
+            release_slot(slot_lock)
     return 0

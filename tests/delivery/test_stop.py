@@ -72,8 +72,8 @@ def test_sigterm_with_the_broker_down_says_what_it_drops_and_the_next_start_clea
         cfg = _live(tmp_path, broker, "meter", "newname")
         p2 = processes(cfg, "meter")
         p2.wait_output("marked 1 device(s) of an earlier run offline: oldname")
-        assert _retained(broker, "hhpc/oldname/status") == b"offline"
-        assert _retained(broker, "hhpc/newname/status") == b"online"
+        wait_until(lambda: _retained(broker, "hhpc/oldname/status") == b"offline", 10, "oldname offline")
+        wait_until(lambda: _retained(broker, "hhpc/newname/status") == b"online", 10, "newname online")
         assert p2.terminate() == 0
         assert _retained(broker, "hhpc/newname/status") == b"offline"
     finally:
