@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import msgspec
 
 from bus.envelope import NAME_PATTERN
+from bus.tariff import TariffConfig
 
 DEFAULT_PATHS = (Path("wattbus.toml"), Path("/etc/wattbus/wattbus.toml"))
 
@@ -97,6 +98,7 @@ class _Top(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     mqtt: MqttConfig = msgspec.field(default_factory=MqttConfig)
     site: SiteConfig = msgspec.field(default_factory=SiteConfig)
     log: LogConfig = msgspec.field(default_factory=LogConfig)
+    tariff: TariffConfig | None = None
     producer: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
     consumer: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
 
@@ -111,6 +113,8 @@ class AppConfig:
     log: LogConfig
     producers: dict[str, PluginConfig] = field(default_factory=dict)
     consumers: dict[str, PluginConfig] = field(default_factory=dict)
+    tariff: TariffConfig | None = None
+    """``[tariff]`` (bus.tariff): None when the file has none."""
 
     @property
     def tz(self) -> ZoneInfo:
@@ -174,7 +178,7 @@ def parse_config(text: str, path: Path, resolve: Resolver) -> AppConfig:
                         f"a producer has the same name; process names must be unique")
     if problems:
         raise ConfigError(problems)
-    return AppConfig(path, top.mqtt, top.site, top.log, producers, consumers)
+    return AppConfig(path, top.mqtt, top.site, top.log, producers, consumers, tariff=top.tariff)
 
 
 def _plugins(raw: dict, kind: str, path: Path, lines: _KeyLines, resolve: Resolver,

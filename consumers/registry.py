@@ -3,4 +3,5 @@
 CONSUMERS: dict[str, str] = {
     "store": "consumers.store",
     "exporter": "consumers.exporter",
+    "aggregate": "consumers.aggregate",
 }

@@ -13,7 +13,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from bus.envelope import Reading
-from bus.rollup import KEY_FIELDS, META_FIELDS, VALUE_FIELDS, Bucket
+from bus.rollup import KEY_FIELDS, META_FIELDS, VALUE_FIELDS, Bucket, from_row
 from bus.sinks.base import Sink, SinkError
 from schemas import METRICS
 
@@ -145,7 +145,7 @@ class SqliteSink(Sink):
             "SELECT " + ", ".join(f'"{c}"' for c in cols) + " FROM rollups "
             "WHERE source = ? AND device = ? AND period = ? AND start >= ? AND start < ? ORDER BY start",
             (source, device, period, start_ms, end_ms))
-        return [Bucket(**{c: v for c, v in zip(cols, row) if v is not None}) for row in cur]
+        return [from_row(dict(zip(cols, row))) for row in cur]
 
     def close(self) -> None:
         if self._db is not None:
