@@ -84,7 +84,8 @@ def parse_days(spec: str | list[str]) -> frozenset[int]:
 
 
 class Window(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, dict=True):
-    """A time-of-use window: on ``days``, from ``from`` to ``to`` local time (``to`` < ``from`` wraps midnight)."""
+    """A time-of-use window: on ``days``, from ``from`` to ``to`` local time (``to`` < ``from``: the hours outside
+    ``to``..``from`` on those days)."""
 
     days: str | list[str] = "all"
     from_: str = msgspec.field(name="from", default="00:00")
@@ -115,12 +116,13 @@ class Window(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, dict=True
             raise ValueError("`price`: expected a price per kWh between -10 and 100")
 
     def matches(self, weekday: int, minute: int) -> bool:
-        """Local weekday (Monday = 0) and minute of the day; a window past midnight belongs to its start day."""
+        """Local weekday (Monday = 0) and minute of the day. ``to`` before ``from`` wraps midnight on the same
+        days: "mon-fri 22:00-07:00" is, on Monday to Friday, before 07:00 and from 22:00."""
+        if weekday not in self._days:
+            return False
         if self._from < self._to:
-            return weekday in self._days and self._from <= minute < self._to
-        if minute >= self._from:
-            return weekday in self._days
-        return (weekday - 1) % 7 in self._days and minute < self._to
+            return self._from <= minute < self._to
+        return minute >= self._from or minute < self._to
 
 
 class PriceConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
