@@ -9,6 +9,7 @@ are still pending, so they are written then.
 from __future__ import annotations
 
 import threading
+import time
 
 import orjson
 
@@ -69,6 +70,7 @@ class AggregateService:
         self.engine = build_engine(cfg, ctx.tz, self.tariff, self.rollups, _SafeReadings(self.readings, ctx),
                                    log=ctx.log)
         self.lock = threading.Lock()
+        self.publisher = Publisher(ctx)
         self.schema_ok = False
         self._seen = dict.fromkeys(self.engine.counters, 0)
         ctx.add_health(self._health)
@@ -117,7 +119,8 @@ class AggregateService:
         self.rollups.write_buckets([b for b, _ in pending])
         self.engine.written()
         for b, retain in pending:
-            self.ctx.publish(topics.aggregate(b.source, b.device, b.period), rollup.encode(b), retain=retain)
+            self.publisher.publish(topics.aggregate(b.source, b.device, b.period), rollup.encode(b), retain)
+        self.publisher.drain()
 
     def _count(self) -> None:
         snap = self.engine.snapshot()
@@ -175,6 +178,43 @@ class AggregateService:
                               c["late_filled"], c["late_closed"])
             self.rollups.close()
             self.readings.close()
+
+
+class Publisher:
+    """Publishes buckets at QoS 1 and keeps at most ``window`` of them waiting for the broker's PUBACK.
+
+    Aggregating runs far ahead of what the broker acknowledges during a replay; without a bound the MQTT
+    client would queue every bucket in memory. Waiting here (before the batch is acknowledged) pushes back
+    on the broker instead, which then holds the readings."""
+
+    def __init__(self, ctx: ConsumerContext, window: int = 400, patience_s: float = 10.0):
+        self.ctx, self.window, self.patience_s = ctx, window, patience_s
+        self.issued = 0
+        self.acked = 0
+        self._cv = threading.Condition()
+        ctx.client.on_publish(self._acked)
+
+    def _acked(self, mid: int) -> None:
+        with self._cv:
+            self.acked += 1
+            self._cv.notify_all()
+
+    def publish(self, topic: str, payload: bytes, retain: bool) -> None:
+        with self._cv:
+            self.issued += 1
+        self.ctx.publish(topic, payload, retain=retain)
+
+    def drain(self) -> None:
+        """Wait until at most ``window`` buckets are unacknowledged (or the broker is away for long)."""
+        deadline = None
+        with self._cv:
+            while self.issued - self.acked > self.window and not self.ctx.stopping.is_set():
+                deadline = deadline or time.monotonic() + self.patience_s
+                if time.monotonic() > deadline:
+                    self.ctx.log.warning("the broker has not acknowledged %d buckets for %.0f s; going on",
+                                         self.issued - self.acked, self.patience_s)
+                    return
+                self._cv.wait(0.2)
 
 
 class _SafeReadings:
