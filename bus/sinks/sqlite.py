@@ -12,6 +12,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+import msgspec
+
 from bus.envelope import Reading
 from bus.rollup import KEY_FIELDS, META_FIELDS, VALUE_FIELDS, Bucket, from_row
 from bus.sinks.base import Sink, SinkError
@@ -132,7 +134,8 @@ class SqliteSink(Sink):
         updates = ", ".join(f'"{c}" = excluded."{c}"' for c in cols[len(KEY_FIELDS):])
         stmt = (f"INSERT INTO rollups ({names}) VALUES ({', '.join('?' * len(cols))}) "
                 f"ON CONFLICT (source, device, period, start) DO UPDATE SET {updates}")
-        rows = [tuple(getattr(b, c) for c in cols) for b in buckets]
+        at = [Bucket.__struct_fields__.index(c) for c in cols]
+        rows = [[t[i] for i in at] for t in map(msgspec.structs.astuple, buckets)]
         try:
             with self.db:
                 self.db.executemany(stmt, rows)

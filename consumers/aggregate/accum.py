@@ -27,7 +27,7 @@ class Acc:
     """One bucket's sums. ``known`` has bit ``f`` set once field ``f`` got a value (None vs 0 in the record)."""
 
     __slots__ = ("period", "start", "end", "v", "known", "pmin", "pmax", "peak", "last_ts", "tar", "tar_ts",
-                 "rev", "status", "dirty")
+                 "rev", "status", "dirty", "label")
 
     def __init__(self, period: str, start: int, end: int):
         self.period, self.start, self.end = period, start, end
@@ -42,6 +42,7 @@ class Acc:
         self.rev = 0
         self.status: str | None = None  # as last written
         self.dirty = False
+        self.label: str | None = None
 
     def content(self) -> tuple:
         return (*self.v, self.known, self.pmin, self.pmax, self.peak, self.last_ts)

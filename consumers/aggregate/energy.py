@@ -103,7 +103,12 @@ def point(r: Reading) -> Point:
     if e is not None:
         e = round(e * 1e6) if -MAX_VALUE < e < MAX_VALUE else None
     if s1 is not None or s2 is not None or s3 is not None:
-        s1, s2, s3 = _u6(s1), _u6(s2), _u6(s3)
+        if s1 is not None:
+            s1 = round(s1 * 1e6) if -MAX_VALUE < s1 < MAX_VALUE else None
+        if s2 is not None:
+            s2 = round(s2 * 1e6) if -MAX_VALUE < s2 < MAX_VALUE else None
+        if s3 is not None:
+            s3 = round(s3 * 1e6) if -MAX_VALUE < s3 < MAX_VALUE else None
         flags |= 2
     t = g("tariff")
     tar = int(t) if t is not None and t in (1.0, 2.0) else None
@@ -137,10 +142,28 @@ def span(prev: Point | None, cur: Point, rules: Rules) -> tuple[int, Items, int,
     """
     b = cur[TS]
     per = cur[PER]
-    counter: Items = []
-    cover: Items = []
-    resets = bits = 0
     a = prev[TS] if prev is not None else None
+    if per and not cur[FLAGS] & 1 and cur[USE] and (a is None or b - per >= a):
+        # the common interval reading (a dataset row, a backfilled minute): its own period, whole, no counters
+        e, p = cur[E0], cur[P]
+        cover = [(COV, per)]
+        bits = COV_BIT | IMP_BIT | EXP_BIT | PINT_BIT
+        ee = e if e is not None else (round(p * per / 3.6) if p is not None else None)
+        if ee is None:
+            bits = COV_BIT
+        else:
+            cover += ((IMP, ee), (EXP, 0)) if ee >= 0 else ((IMP, 0), (EXP, -ee))
+            cover.append((PINT, round(p * per / 3.6) if p is not None else ee))
+        if cur[FLAGS] & 2:
+            for i in range(3):
+                s = cur[E0 + 1 + i]
+                if s is not None:
+                    cover.append((SUB_FIELDS[i], s))
+                    bits |= 1 << SUB_FIELDS[i]
+        return (a if a is not None else b), [], b - per, cover, bits, 0
+    counter: Items = []
+    cover = []
+    resets = bits = 0
     if per:
         c0 = b - per if a is None or b - per >= a else a
         covered = cur[USE]

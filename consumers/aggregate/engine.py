@@ -523,8 +523,9 @@ class Engine:
             now = self.now(dev, wall)
             for acc in dev.dirty:
                 st = self.status(acc, now)
-                b = to_bucket(acc, dev.source, dev.device, self.cal.label(acc.period, acc.start), st,
-                              self.currency)
+                if acc.label is None:
+                    acc.label = self.cal.label(acc.period, acc.start)
+                b = to_bucket(acc, dev.source, dev.device, acc.label, st, self.currency)
                 out.append((b, acc.start >= dev.latest.get(acc.period, -1)))
         return out
 
