@@ -22,12 +22,14 @@ from wattbus.progress import Progress
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("replay", "adc"):
-        print("usage: wattbus bench replay [--sink URL] [--dataset FILE] [--naive N] | wattbus bench adc",
-              file=sys.stderr)
+    if not argv or argv[0] not in ("replay", "adc", "aggregate"):
+        print("usage: wattbus bench replay [--sink URL] [--dataset FILE] [--naive N] | wattbus bench adc | "
+              "wattbus bench aggregate", file=sys.stderr)
         return 2
     if argv[0] == "adc":
         return importlib.import_module("producers.adc.bench").bench(argv[1:])
+    if argv[0] == "aggregate":
+        return importlib.import_module("consumers.aggregate.bench").main(argv[1:])
     return replay(argv[1:])
 
 

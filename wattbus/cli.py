@@ -100,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
     s.add_argument("--sink", help="sink URL (default: the first store consumer's sink in the config)")
     s.add_argument("--store", help="which store consumer's sink to read")
+    s.add_argument("--period", choices=("15m", "1h", "1d", "1w", "1mo", "1y"),
+                   help="print the aggregate's buckets of this period instead of readings (source site: the balance)")
     s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("dataset", help="household power consumption dataset tools")

@@ -31,7 +31,9 @@ def run_export(args, load) -> int:
     if url is None:
         app = load(args)
         tz = app.tz
-        stores = {n: c for n, c in app.consumers.items() if c.type == "store"}
+        wanted = "aggregate" if getattr(args, "period", None) else "store"
+        stores = {n: c for n, c in app.consumers.items() if c.type == wanted} or {
+            n: c for n, c in app.consumers.items() if c.type == "store"}
         if args.store:
             if args.store not in stores:
                 print(f"wattbus export: no store consumer named {args.store!r} (have: {', '.join(stores)})",
@@ -51,6 +53,8 @@ def run_export(args, load) -> int:
     sink = open_sink(url)
     out = sys.stdout
     try:
+        if getattr(args, "period", None):
+            return _export_buckets(sink, args, start, end, out)
         if args.format == "jsonl":
             for r in sink.read(args.source, args.device, start, end):
                 out.buffer.write(orjson.dumps(to_dict(r)) + b"\n")
@@ -63,4 +67,21 @@ def run_export(args, load) -> int:
                             *(r.metrics.get(k, "") for k in METRICS)])
     finally:
         sink.close()
+    return 0
+
+
+def _export_buckets(sink, args, start: int, end: int, out) -> int:
+    """The aggregate's buckets of one device and period whose start lies in [from, to)."""
+    from bus import rollup
+
+    buckets = sink.read_buckets(args.source, args.device, args.period, start, end)
+    if args.format == "jsonl":
+        for b in buckets:
+            out.buffer.write(rollup.encode(b) + b"\n")
+    else:
+        w = csv.writer(out)
+        fields = rollup.Bucket.__struct_fields__
+        w.writerow(fields)
+        for b in buckets:
+            w.writerow(["" if getattr(b, f) is None else getattr(b, f) for f in fields])
     return 0

@@ -60,7 +60,7 @@ class Config(PluginConfig, kw_only=True, forbid_unknown_fields=True):
     """At start: how long to wait for the store to hold the readings counted before the restart."""
     tick: str | float = "30s"
     """How often statuses are re-checked by the wall clock (a silent meter's buckets close)."""
-    batch_max: int = 5000
+    batch_max: int = 10_000
     """Readings handled (and buckets written) at once, at most."""
     batch_wait: float = 0.1
     inflight: int = 10

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 
 import orjson
 
@@ -119,8 +120,8 @@ class AggregateService:
         self.rollups.write_buckets([b for b, _ in pending])
         self.engine.written()
         for b, retain in pending:
-            self.publisher.publish(topics.aggregate(b.source, b.device, b.period), rollup.encode(b), retain)
-        self.publisher.drain()
+            self.publisher.offer((b.source, b.device, b.period, b.start),
+                                 topics.aggregate(b.source, b.device, b.period), rollup.encode(b), retain)
 
     def _count(self) -> None:
         snap = self.engine.snapshot()
@@ -178,43 +179,71 @@ class AggregateService:
                               c["late_filled"], c["late_closed"])
             self.rollups.close()
             self.readings.close()
+        self.publisher.close()
 
 
 class Publisher:
-    """Publishes buckets at QoS 1 and keeps at most ``window`` of them waiting for the broker's PUBACK.
+    """Publishes buckets from its own thread, the newest version of each, at most ``window`` awaiting PUBACK.
 
-    Aggregating runs far ahead of what the broker acknowledges during a replay; without a bound the MQTT
-    client would queue every bucket in memory. Waiting here (before the batch is acknowledged) pushes back
-    on the broker instead, which then holds the readings."""
+    Aggregating runs ahead of what an MQTT client can publish during a replay (each publish and PUBACK costs
+    tens of microseconds in paho). Buckets wait here keyed by (source, device, period, start): a bucket that
+    changes again before it went out is sent once, in its latest state, in the order buckets first changed (so
+    the retained message of a topic ends as its newest bucket). Publishing is not part of handling a batch:
+    the rollups table is, and the batch is acknowledged once that is written. Past ``cap`` waiting buckets
+    the handler waits, which keeps memory bounded and pushes back on the broker."""
 
-    def __init__(self, ctx: ConsumerContext, window: int = 400, patience_s: float = 10.0):
-        self.ctx, self.window, self.patience_s = ctx, window, patience_s
-        self.issued = 0
-        self.acked = 0
+    def __init__(self, ctx: ConsumerContext, window: int = 1000, cap: int = 5000):
+        self.ctx, self.window, self.cap = ctx, window, cap
+        self.waiting: OrderedDict[tuple, tuple[str, bytes, bool]] = OrderedDict()
+        self.inflight = 0
+        self.sent = 0
         self._cv = threading.Condition()
+        self._closed = False
         ctx.client.on_publish(self._acked)
+        self._thread = threading.Thread(target=self._run, name="agg-publish", daemon=True)
+        self._thread.start()
 
     def _acked(self, mid: int) -> None:
         with self._cv:
-            self.acked += 1
+            self.inflight = max(0, self.inflight - 1)
             self._cv.notify_all()
 
-    def publish(self, topic: str, payload: bytes, retain: bool) -> None:
+    def offer(self, key: tuple, topic: str, payload: bytes, retain: bool) -> None:
         with self._cv:
-            self.issued += 1
-        self.ctx.publish(topic, payload, retain=retain)
-
-    def drain(self) -> None:
-        """Wait until at most ``window`` buckets are unacknowledged (or the broker is away for long)."""
-        deadline = None
-        with self._cv:
-            while self.issued - self.acked > self.window and not self.ctx.stopping.is_set():
-                deadline = deadline or time.monotonic() + self.patience_s
-                if time.monotonic() > deadline:
-                    self.ctx.log.warning("the broker has not acknowledged %d buckets for %.0f s; going on",
-                                         self.issued - self.acked, self.patience_s)
-                    return
+            self.waiting[key] = (topic, payload, retain)
+            self._cv.notify_all()
+            while len(self.waiting) > self.cap and not self.ctx.stopping.is_set():
                 self._cv.wait(0.2)
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._closed and (not self.waiting or self.inflight >= self.window):
+                    self._cv.wait(0.2)
+                if not self.waiting:
+                    return  # closed and nothing left
+                _, (topic, payload, retain) = self.waiting.popitem(last=False)
+                self.inflight += 1
+                self._cv.notify_all()
+            try:
+                self.ctx.publish(topic, payload, retain=retain)
+                self.sent += 1
+            except Exception:  # publishing must never stop aggregating; the rollups table has the bucket
+                self.ctx.log.exception("publishing %s failed", topic)
+
+    def close(self, timeout: float = 3.0) -> None:
+        """Send what is waiting (up to ``timeout``), then stop the thread."""
+        deadline = time.monotonic() + timeout
+        with self._cv:
+            while self.waiting and time.monotonic() < deadline:
+                self._cv.wait(0.1)
+            left = len(self.waiting)
+            self._closed = True
+            self.waiting.clear()
+            self._cv.notify_all()
+        if left:
+            self.ctx.log.warning("stopping with %d buckets not published (they are in the rollups table)", left)
+        self._thread.join(timeout=2)
 
 
 class _SafeReadings:
