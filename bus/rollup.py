@@ -75,7 +75,7 @@ class Bucket(msgspec.Struct, kw_only=True, omit_defaults=True):
     """ts of the newest reading counted in the bucket (where a restart resumes)."""
     rev: int = 0
     """Revision: +1 every time the bucket changes. Readers that see two copies keep the higher one (a
-    time-series database such as VictoriaMetrics keeps every write; a live subscriber can drop a stale one)."""
+    time-series database such as VictoriaMetrics keeps every write; a subscriber can drop a stale one)."""
 
 
 KEY_FIELDS = ("source", "device", "period", "start")

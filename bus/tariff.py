@@ -77,15 +77,16 @@ def parse_days(spec: str | list[str]) -> frozenset[int]:
         elif part in DAYS:
             out.add(DAYS.index(part))
         else:
-            raise ValueError(f"{part!r}: expected mon..sun, a range 'mon-fri', 'weekdays', 'weekend' or 'all'")
+            raise ValueError(f"{part!r}: expected mon..sun, a range 'mon-fri', 'weekdays', 'weekend' or "
+                             "'all'")
     if not out:
         raise ValueError("no days given")
     return frozenset(out)
 
 
 class Window(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, dict=True):
-    """A time-of-use window: on ``days``, from ``from`` to ``to`` local time (``to`` < ``from``: the hours outside
-    ``to``..``from`` on those days)."""
+    """A time-of-use window: on ``days``, from ``from`` to ``to`` local time (``to`` < ``from``: the hours
+    outside ``to``..``from`` on those days)."""
 
     days: str | list[str] = "all"
     from_: str = msgspec.field(name="from", default="00:00")
@@ -109,7 +110,8 @@ class Window(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, dict=True
         for key, minute in (("from", self._from), ("to", self._to)):
             if minute % QUARTER_MIN:
                 raise ValueError(f"`{key}`: {minute // 60:02d}:{minute % 60:02d} is not on a quarter hour; "
-                                 f"costs are computed per 15 minutes, so windows start and end on :00/:15/:30/:45")
+                                 "costs are computed per 15 minutes, so windows start and end on "
+                                 ":00/:15/:30/:45")
         if self._from == self._to:
             raise ValueError("`to`: the window is empty (from == to); use from = \"00:00\", to = \"24:00\"")
         if self.price is not None and not (-10 <= self.price <= 100):
@@ -256,7 +258,8 @@ def read_price_csv(path: str | Path, tz: ZoneInfo) -> list[tuple[int, float]]:
         if not row or not "".join(row).strip() or row[0].lstrip().startswith("#"):
             continue
         if len(row) < 2:
-            raise TariffError(f"{path}:{lineno}: expected `start{delimiter}price`, got {delimiter.join(row)!r}")
+            raise TariffError(f"{path}:{lineno}: expected `start{delimiter}price`, "
+                              f"got {delimiter.join(row)!r}")
         try:
             start = parse_instant(row[0], tz)
         except ValueError:
@@ -280,7 +283,7 @@ _entries = msgspec.json.Decoder(list[_Entry] | dict[str, list[_Entry]])
 
 
 def parse_price_message(payload: bytes, tz: ZoneInfo) -> list[tuple[int, float]]:
-    """A price list published on MQTT: ``[{"start": ISO or epoch ms, "price": x}, ...]`` or ``{"prices": [...]}``."""
+    """A price list on MQTT: ``[{"start": ISO or epoch ms, "price": x}, ...]`` or ``{"prices": [...]}``."""
     try:
         doc = _entries.decode(payload)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
@@ -295,7 +298,8 @@ def parse_price_message(payload: bytes, tz: ZoneInfo) -> list[tuple[int, float]]
         except ValueError:
             raise TariffError(f"price list: {e.start!r} is not a time (ISO 8601 or epoch ms)") from None
         if not (0 <= start < 32503680000000) or e.price != e.price or abs(e.price) > 1e6:
-            raise TariffError(f"price list: entry {orjson.dumps(msgspec.to_builtins(e)).decode()} is out of range")
+            entry = orjson.dumps(msgspec.to_builtins(e)).decode()
+            raise TariffError(f"price list: entry {entry} is out of range")
         out.append((start, e.price))
     return out
 

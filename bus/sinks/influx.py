@@ -297,7 +297,8 @@ class InfluxSink(Sink):
         match = (f'{{__name__=~"rollups_.+",source="{_label_value(source)}",device="{_label_value(device)}",'
                  f'period="{_label_value(period)}"}}')
         resp = httpx.post(f"{self.base}/api/v1/export", timeout=self.timeout,
-                          data={"match[]": match, "start": f"{lo / 1000:.3f}", "end": f"{(hi - 1) / 1000:.3f}"})
+                          data={"match[]": match, "start": f"{lo / 1000:.3f}",
+                                "end": f"{(hi - 1) / 1000:.3f}"})
         resp.raise_for_status()
         by_ts: dict[tuple[int, str], dict] = {}
         for raw in resp.content.splitlines():
@@ -363,7 +364,8 @@ def _offset_min(b: Bucket) -> int:
 
 def bucket_line(b: Bucket, shift: bool) -> str:
     """One bucket as one line of line protocol; ``shift`` puts it at ``start + rev`` (VictoriaMetrics)."""
-    tags = f"rollups,source={_escape_key(b.source)},device={_escape_key(b.device)},period={_escape_key(b.period)}"
+    tags = (f"rollups,source={_escape_key(b.source)},device={_escape_key(b.device)},"
+            f"period={_escape_key(b.period)}")
     if b.currency:
         tags += f",currency={_escape_key(b.currency)}"
     fields = [f"{k}={int(getattr(b, k))}i" for k in _INT_FIELDS if getattr(b, k) is not None]

@@ -265,7 +265,8 @@ class MongoSink(Sink):
         try:
             docs = self.db["rollups"].find(
                 {"source": source, "device": device, "period": period,
-                 "start": {"$gte": start_ms, "$lt": min(end_ms, 2**63 - 1)}}, {"_id": 0}).sort("start", ASCENDING)
+                 "start": {"$gte": start_ms, "$lt": min(end_ms, 2**63 - 1)}},
+                {"_id": 0}).sort("start", ASCENDING)
             return [from_row(d) for d in docs]
         except PyMongoError as exc:
             raise SinkError(f"mongodb {self.describe()}: rollups: {exc}") from exc

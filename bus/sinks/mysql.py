@@ -291,7 +291,8 @@ class MysqlSink(Sink):
             have = {r[0] for r in cur.fetchall()}
             missing = [k for k in VALUE_FIELDS if k not in have]
             if missing:
-                cur.execute("ALTER TABLE rollups " + ", ".join(f"ADD COLUMN `{k}` DOUBLE NULL" for k in missing))
+                cur.execute("ALTER TABLE rollups "
+                            + ", ".join(f"ADD COLUMN `{k}` DOUBLE NULL" for k in missing))
         finally:
             cur.execute("SELECT RELEASE_LOCK('wattbus_schema')")
         self._rollups_ready = True

@@ -30,7 +30,8 @@ def duration_ms(value: str | float, key: str) -> int:
         return int(value * 1000)
     m = _DURATION.match(str(value))
     if not m:
-        raise ValueError(f"`{key}`: {value!r} is not a duration (expected e.g. \"90s\", \"15m\", \"2h\", \"7d\")")
+        raise ValueError(f"`{key}`: {value!r} is not a duration "
+                         "(expected e.g. \"90s\", \"15m\", \"2h\", \"7d\")")
     return int(float(m.group(1)) * _UNITS_MS[m.group(2)])
 
 
@@ -85,10 +86,12 @@ class Config(PluginConfig, kw_only=True, forbid_unknown_fields=True):
                 if not _DEVICE_REF.match(ref):
                     raise ValueError(f"`{key}`: {ref!r} is not \"source/device\" (e.g. \"shelly/mains\")")
                 if ref in seen:
-                    raise ValueError(f"`{key}`: {ref} is already listed in `{seen[ref]}`; a device has one role")
+                    raise ValueError(f"`{key}`: {ref} is already listed in `{seen[ref]}`; "
+                                     "a device has one role")
                 seen[ref] = key
         if (self.solar or self.battery) and not self.grid:
-            raise ValueError("`grid`: the site balance needs the grid meter(s) when solar or battery is given")
+            raise ValueError("`grid`: the site balance needs the grid meter(s) when solar or battery "
+                             "is given")
         for key in ("grace", "gap", "restore_wait", "tick"):
             duration_ms(getattr(self, key), key)
         if duration_ms(self.gap, "gap") < 1000:

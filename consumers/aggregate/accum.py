@@ -8,8 +8,8 @@ of a house is ~1e13 µWh, far below 2**53), which is what lets a restart continu
 from __future__ import annotations
 
 from bus.rollup import SITE_SOURCE, Bucket
-from consumers.aggregate.energy import (BC, BD, COST, COV, CWS, EXP, ET1, ET2, GAS, GE, GI, IMP, IT1, IT2, LATE,
-                                        NF, PINT, REV, S1, S2, S3, SELF, SOL, R)
+from consumers.aggregate.energy import (BC, BD, COST, COV, CWS, EXP, ET1, ET2, GAS, GE, GI, IMP, IT1, IT2,
+                                        LATE, NF, PINT, REV, S1, S2, S3, SELF, SOL, R)
 
 U = 1e6  # µ per unit (Wh, m³)
 NANO = 1e9  # currency units per currency
@@ -18,13 +18,14 @@ DEMAND_DIV = 250_000  # µWh in 15 minutes -> average W
 DEVICE_ENERGY = ((IMP, "energy_import_wh"), (EXP, "energy_export_wh"), (IT1, "energy_import_t1_wh"),
                  (IT2, "energy_import_t2_wh"), (ET1, "energy_export_t1_wh"), (ET2, "energy_export_t2_wh"),
                  (S1, "sub1_energy_wh"), (S2, "sub2_energy_wh"), (S3, "sub3_energy_wh"), (GAS, "gas_m3"))
-SITE_ENERGY = ((GI, "grid_import_wh"), (GE, "grid_export_wh"), (SOL, "solar_wh"), (BD, "battery_discharge_wh"),
-               (BC, "battery_charge_wh"), (SELF, "self_consumption_wh"))
+SITE_ENERGY = ((GI, "grid_import_wh"), (GE, "grid_export_wh"), (SOL, "solar_wh"),
+               (BD, "battery_discharge_wh"), (BC, "battery_charge_wh"), (SELF, "self_consumption_wh"))
 MONEY = ((COST, "cost"), (REV, "revenue"), (CWS, "cost_without_solar"))
 
 
 class Acc:
-    """One bucket's sums. ``known`` has bit ``f`` set once field ``f`` got a value (None vs 0 in the record)."""
+    """One bucket's sums. ``known`` has bit ``f`` set once field ``f`` got a value (None vs 0 in the
+    record)."""
 
     __slots__ = ("period", "start", "end", "v", "known", "pmin", "pmax", "peak", "last_ts", "tar", "tar_ts",
                  "rev", "status", "dirty", "label")
@@ -74,9 +75,10 @@ class Acc:
 
 def to_bucket(acc: Acc, source: str, device: str, label: str, status: str, currency: str | None) -> Bucket:
     v, known = acc.v, acc.known
-    b = Bucket(source=source, device=device, period=acc.period, start=acc.start, end=acc.end,  # type: ignore[arg-type]
-               label=label, status=status, coverage=v[COV] / (acc.end - acc.start), readings=v[R],  # type: ignore[arg-type]
-               late=v[LATE], last_ts=acc.last_ts, rev=acc.rev, demand_peak_w=acc.peak)
+    b = Bucket(source=source, device=device, period=acc.period,  # type: ignore[arg-type]
+               start=acc.start, end=acc.end, label=label, status=status,  # type: ignore[arg-type]
+               coverage=v[COV] / (acc.end - acc.start), readings=v[R], late=v[LATE], last_ts=acc.last_ts,
+               rev=acc.rev, demand_peak_w=acc.peak)
     if source == SITE_SOURCE:
         for f, name in SITE_ENERGY:
             if known >> f & 1:

@@ -1,4 +1,4 @@
-"""``wattbus bench aggregate``: the generated 2024 year through the aggregate consumer; figures printed, never asserted.
+"""``wattbus bench aggregate``: the 2024 year through the aggregate consumer; figures printed, never asserted.
 
 Four measurements in one run:
 
@@ -60,7 +60,8 @@ def main(argv: list[str]) -> int:
                 if i > args.naive:
                     break
                 dst.write(line)
-        naive = _replay(work, broker, "naive", sample, sum(1 for _ in _readings(sample)), batch=1, batch_max=1)
+        naive = _replay(work, broker, "naive", sample, sum(1 for _ in _readings(sample)), batch=1,
+                        batch_max=1)
     finally:
         broker.stop()
     print()
@@ -83,7 +84,7 @@ def main(argv: list[str]) -> int:
 
 
 def _readings(dataset: Path):
-    """The dataset's readings as the hhpc producer publishes them (streamed: a year does not sit in memory)."""
+    """The dataset's readings as the hhpc producer publishes them (streamed: a year never sits in memory)."""
     from bus.envelope import Reading
     from producers.hhpc.dataset import iter_epochs, iter_rows
 
@@ -159,7 +160,8 @@ def _recompute(work: Path, dataset: Path) -> dict:
     return {"n": n, "seconds": seconds, "buckets": buckets}
 
 
-def _replay(work: Path, broker, label: str, dataset: Path, expected: int, *, batch: int, batch_max: int) -> dict:
+def _replay(work: Path, broker, label: str, dataset: Path, expected: int, *, batch: int,
+            batch_max: int) -> dict:
     from bus.sinks.base import open_sink
     from wattbus.progress import Progress
 
@@ -220,7 +222,8 @@ batch_wait = {0.05 if batch_max > 1 else 0}
         except subprocess.TimeoutExpired:
             p.kill()
     sink.close()
-    return {"n": done, "seconds": seconds, "rate": done / seconds, "rss_mb": rss, "complete": done == expected}
+    return {"n": done, "seconds": seconds, "rate": done / seconds, "rss_mb": rss,
+            "complete": done == expected}
 
 
 def _rss_mb(pid: int) -> float:

@@ -64,8 +64,8 @@ class Calendar:
             return got
         start, end = _instant(self.tz, d), _instant(self.tz, d + timedelta(days=1))
         if start % SLOT_MS or end % SLOT_MS:
-            raise CalendarError(f"time zone {self.tz.key}: the offset on {d} is not a multiple of 15 minutes; "
-                                "wattbus cannot bucket that day")
+            raise CalendarError(f"time zone {self.tz.key}: the offset on {d} is not a multiple of 15 "
+                                "minutes; wattbus cannot bucket that day")
         hours = []
         for h in range(24):
             for fold in (0, 1):
@@ -205,8 +205,7 @@ class Calendar:
             if period == "1h":
                 out += [h for h in day.hours if lo <= h < hi]
             else:
-                s = {"1d": day.start, "1w": self._period_start(day, "1w"), "1mo": self._period_start(day, "1mo"),
-                     "1y": self._period_start(day, "1y")}[period]
+                s = day.start if period == "1d" else self._period_start(day, period)
                 if lo <= s < hi and (not out or out[-1] != s):
                     out.append(s)
             d += timedelta(days=1)

@@ -10,10 +10,10 @@ A device's readings, sorted by ``ts``, make a chain. Each reading contributes tw
     slots it crosses in proportion to time, whether or not the span is a gap. A counter that went down, or up
     by more than ``max_power_w`` could deliver in that time, was reset or swapped: that span gives no counter
     energy (never a negative, never a spike) and the next one counts from the new value;
-  * the covered part: ``(ts - period_s, ts]`` for a reading with a period (clipped at the previous reading), else
-    the whole span when it is no longer than ``gap``. Interval energies (``energy_wh``, ``sub*_energy_wh``)
-    land there, else power integrated over it (the reading's power held over its span), and it counts as
-    covered time. A longer span is a gap: not integrated, not covered, so ``coverage`` < 1.
+  * the covered part: ``(ts - period_s, ts]`` for a reading with a period (clipped at the previous
+    reading), else the whole span when it is no longer than ``gap``. Interval energies (``energy_wh``,
+    ``sub*_energy_wh``) land there, else power integrated over it (the reading's power held over its span),
+    and it counts as covered time. A longer span is a gap: not integrated, not covered: ``coverage`` < 1.
 
 Import and export come from the counters when the meter has them, else from the interval energy, else from
 power; ``pint`` (the integral of power over the covered time, for ``power_avg_w``) from power when the reading
@@ -21,8 +21,8 @@ has it, else from the energy.
 
 Everything is an integer: energies in µWh (µm³ for gas), time in ms, costs in 1e-9 currency units. Sums of
 integers do not depend on their order, so a bucket built reading by reading, in batches, after a restart or
-with a late reading slotted into a gap is identical to one computed in one go. Spreading a span over slots uses
-one rounding rule (cumulative, half up), so the parts always add up to the whole.
+with a late reading slotted into a gap is identical to one computed in one go. Spreading a span over slots
+uses one rounding rule (cumulative, half up), so the parts always add up to the whole.
 """
 
 from __future__ import annotations
@@ -34,14 +34,10 @@ from bus.envelope import Reading
 SLOT_MS = 900_000
 
 # Additive fields of an accumulator (a bucket's integer sums), in one vector.
-R, COV, IMP, EXP, IT1, IT2, ET1, ET2, S1, S2, S3, GAS, PINT, LATE, COST, REV, GI, GE, SOL, BD, BC, SELF, CWS = range(23)
+(R, COV, IMP, EXP, IT1, IT2, ET1, ET2, S1, S2, S3, GAS, PINT, LATE, COST, REV, GI, GE, SOL, BD, BC, SELF,
+ CWS) = range(23)
 NF = 23
 COV_BIT, IMP_BIT, EXP_BIT, PINT_BIT, R_BIT = 1 << COV, 1 << IMP, 1 << EXP, 1 << PINT, 1 << R
-FIELD_NAMES = ("readings", "covered_ms", "energy_import_wh", "energy_export_wh", "energy_import_t1_wh",
-               "energy_import_t2_wh", "energy_export_t1_wh", "energy_export_t2_wh", "sub1_energy_wh",
-               "sub2_energy_wh", "sub3_energy_wh", "gas_m3", "pint", "late", "cost", "revenue", "grid_import_wh",
-               "grid_export_wh", "solar_wh", "battery_discharge_wh", "battery_charge_wh", "self_consumption_wh",
-               "cost_without_solar")
 
 # A point: one reading reduced to what energy needs.
 TS, PER, USE, P, C0, E0, TAR, FLAGS = 0, 1, 2, 3, 4, 11, 15, 16
@@ -60,8 +56,8 @@ Items = list  # [(field, value), ...]
 class Rules:
     """How readings become energy: the gap length, the largest plausible power, the longest span spread."""
 
-    def __init__(self, gap_ms: int = 900_000, max_power_w: float = 100_000.0, max_span_ms: int = 62 * 86_400_000,
-                 counter_slack_wh: float = 100.0):
+    def __init__(self, gap_ms: int = 900_000, max_power_w: float = 100_000.0,
+                 max_span_ms: int = 62 * 86_400_000, counter_slack_wh: float = 100.0):
         self.gap_ms = gap_ms
         self.max_power_w = max_power_w
         self.max_span_ms = max_span_ms
@@ -72,10 +68,11 @@ class Rules:
 _EMPTY_TAIL = (None,) * 12  # counters, interval energies, tariff
 
 
-def _u6(v: float | None) -> int | None:
+def _c6(v: float | None) -> int | None:
+    """A counter in millionths; None when absent, negative or implausibly large (dropped, not guessed)."""
     if v is None:
         return None
-    return round(v * 1e6) if -MAX_VALUE < v < MAX_VALUE else None
+    return round(v * 1e6) if 0 <= v < MAX_VALUE else None
 
 
 def point(r: Reading) -> Point:
@@ -92,14 +89,17 @@ def point(r: Reading) -> Point:
     p = g("power_w")
     if p is not None and not (-1e9 < p < 1e9):
         p = None
-    ci, ce, c1, c2 = g("energy_import_wh"), g("energy_export_wh"), g("energy_import_t1_wh"), g("energy_import_t2_wh")
-    c3, c4, cg = g("energy_export_t1_wh"), g("energy_export_t2_wh"), g("gas_m3")
+    ci, ce, cg = g("energy_import_wh"), g("energy_export_wh"), g("gas_m3")
+    c1, c2 = g("energy_import_t1_wh"), g("energy_import_t2_wh")
+    c3, c4 = g("energy_export_t1_wh"), g("energy_export_t2_wh")
     e, s1, s2, s3 = g("energy_wh"), g("sub1_energy_wh"), g("sub2_energy_wh"), g("sub3_energy_wh")
     flags = 0
-    if ci is not None or ce is not None or c1 is not None or c2 is not None or c3 is not None or c4 is not None \
-            or cg is not None:
-        ci, ce, c1, c2, c3, c4, cg = _u6(ci), _u6(ce), _u6(c1), _u6(c2), _u6(c3), _u6(c4), _u6(cg)
-        flags = 1
+    if ci is not None or ce is not None or c1 is not None or c2 is not None or c3 is not None \
+            or c4 is not None or cg is not None:
+        ci, ce, c1, c2, c3, c4, cg = _c6(ci), _c6(ce), _c6(c1), _c6(c2), _c6(c3), _c6(c4), _c6(cg)
+        if ci is not None or ce is not None or c1 is not None or c2 is not None or c3 is not None \
+                or c4 is not None or cg is not None:
+            flags = 1
     if e is not None:
         e = round(e * 1e6) if -MAX_VALUE < e < MAX_VALUE else None
     if s1 is not None or s2 is not None or s3 is not None:
@@ -109,7 +109,8 @@ def point(r: Reading) -> Point:
             s2 = round(s2 * 1e6) if -MAX_VALUE < s2 < MAX_VALUE else None
         if s3 is not None:
             s3 = round(s3 * 1e6) if -MAX_VALUE < s3 < MAX_VALUE else None
-        flags |= 2
+        if s1 is not None or s2 is not None or s3 is not None:
+            flags |= 2
     t = g("tariff")
     tar = int(t) if t is not None and t in (1.0, 2.0) else None
     usable = p is not None or e is not None or flags != 0
@@ -129,16 +130,16 @@ def virtual(a: Point, b: Point, at: int) -> Point:
 
 
 def _cum(value: int, x: int, length: int) -> int:
-    """The part of ``value`` (spread evenly over ``length`` ms) that falls in the first ``x`` ms, rounded half up."""
+    """The part of ``value`` (spread evenly over ``length`` ms) in the first ``x`` ms, rounded half up."""
     return (2 * value * x + length) // (2 * length)
 
 
 def span(prev: Point | None, cur: Point, rules: Rules) -> tuple[int, Items, int, Items, int, int]:
-    """What the span ``(prev.ts, cur.ts]`` adds: (counter lo, counter items, cover lo, cover items, field bits,
-    resets).
+    """What the span ``(prev.ts, cur.ts]`` adds: (counter lo, counter items, cover lo, cover items,
+    field bits, resets).
 
-    Counter items spread over ``(counter lo, cur.ts]``, cover items over ``(cover lo, cur.ts]``; ``bits`` has the
-    bit of every field that got a value.
+    Counter items spread over ``(counter lo, cur.ts]``, cover items over ``(cover lo, cur.ts]``; ``bits``
+    has the bit of every field that got a value.
     """
     b = cur[TS]
     per = cur[PER]
@@ -172,7 +173,8 @@ def span(prev: Point | None, cur: Point, rules: Rules) -> tuple[int, Items, int,
         covered = a is not None and b - a <= rules.gap_ms and cur[USE] and prev[USE]  # type: ignore[index]
     imp_c = exp_c = False
     d_imp = d_exp = 0
-    if a is not None and cur[FLAGS] & 1 and prev[FLAGS] & 1 and b - a <= rules.max_span_ms:  # type: ignore[index]
+    if a is not None and cur[FLAGS] & 1 and prev[FLAGS] & 1 \
+            and b - a <= rules.max_span_ms:  # type: ignore[index]
         dt = b - a
         limit = rules.per_ms_u * dt + rules.slack_u
         for k in range(7):
@@ -235,8 +237,9 @@ Get = Callable[[int], object]
 
 
 def spread(lo: int, hi: int, items: Items, sign: int, get: Get, min_slot: int | None = None) -> None:
-    """Add (sign 1) or take away (sign -1) ``items``, each a total over ``(lo, hi]``, in the slots that interval
-    crosses, in proportion to time; slots starting before ``min_slot`` (closed ones) are left alone."""
+    """Add (sign 1) or take away (sign -1) ``items``, each a total over ``(lo, hi]``, in the slots that
+    interval crosses, in proportion to time; slots starting before ``min_slot`` (closed ones) are left
+    alone."""
     if not items or hi <= lo:
         return
     first = lo // SLOT_MS * SLOT_MS

@@ -1,4 +1,4 @@
-"""The aggregation engine: readings in, changed buckets out. No MQTT here (the consumer and the bench drive it).
+"""The aggregation engine: readings in, changed buckets out. No MQTT here (the consumer and bench drive it).
 
 Per device it keeps the newest reading (the *tail*, where the next span starts), the *holes* (spans longer
 than ``hole`` whose end points it keeps while late readings may still fill them: the Shelly backfill of an
@@ -31,8 +31,8 @@ from bus.tariff import Tariff
 from consumers.aggregate.accum import DEMAND_DIV, Acc, from_bucket, to_bucket
 from consumers.aggregate.balance import Site, site_slot
 from consumers.aggregate.calendar import CHILD, Calendar
-from consumers.aggregate.energy import (COST, CWS, IMP, LATE, R, R_BIT, SLOT_MS, TAR, TS, P, Point, Rules, point,
-                                        span, spread, virtual)
+from consumers.aggregate.energy import (COST, CWS, IMP, LATE, R, R_BIT, SLOT_MS, TAR, TS, P, Point, Rules,
+                                        point, span, spread, virtual)
 from consumers.aggregate.pricing import capacity_charge, fixed_charge, price_device_slot
 
 INF = float("inf")
@@ -47,13 +47,13 @@ class Settings:
     grace_ms: int = 7 * DAY_MS
     """A bucket is final (``closed``) this long after its end; later readings are counted, not applied."""
     hole_ms: int = 60_000
-    """A span longer than this may still be filled by late readings (the Shelly backfill fills gaps > 60 s)."""
+    """A span longer than this may still be filled by late readings (the Shelly backfill fills > 60 s)."""
     complete: float = 0.99
     """Coverage from which a bucket that is over is ``complete`` rather than ``partial``."""
     max_future_ms: int = DAY_MS
-    """Readings stamped further ahead of the wall clock are refused (one would freeze the device's buckets)."""
+    """Readings stamped further ahead of the wall clock are refused (one would freeze the device)."""
     restore_wait_s: float = 30.0
-    """At start, how long to wait for the store to hold the readings this consumer counted before it stopped."""
+    """At start, how long to wait for the store to hold the readings counted before the stop."""
     rules: Rules = Rules()
 
 
@@ -108,8 +108,9 @@ class Engine:
 
     # -- input ---------------------------------------------------------------------------------------
     def feed(self, readings: list[Reading]) -> None:
-        """Take a batch (any devices, any order). Raises SinkError when the sink is needed and down: nothing
-        is then half-applied for a device being restored, and readings already applied are duplicates on retry."""
+        """Take a batch (any devices, any order). Raises SinkError when the sink is needed and down:
+        nothing is then half-applied for a device being restored, and readings already applied are
+        duplicates on retry."""
         groups: dict[tuple[str, str], list[Reading]] = {}
         for r in readings:
             groups.setdefault((r.source, r.device), []).append(r)
@@ -166,8 +167,9 @@ class Engine:
                 continue
             if ts > max_ts:
                 self.counters["future_refused"] += 1
-                self.rejected.append((r, f"ts {ts} is more than {self.s.max_future_ms // 1000} s ahead of the "
-                                         f"clock; a reading from the future would freeze the device's buckets"))
+                self.rejected.append((r, f"ts {ts} is more than {self.s.max_future_ms // 1000} s ahead of "
+                                         "the clock; a reading from the future would freeze the device's "
+                                         "buckets"))
                 continue
             s = (ts - 1) // SLOT_MS * SLOT_MS
             if fs is not None and s < fs:
@@ -179,7 +181,7 @@ class Engine:
                     holes.append((ts, None))  # before the first reading ever seen: still fillable
                     pts[ts] = cur
             elif fs is not None and prev[TS] < fs:
-                prev = virtual(prev, cur, fs)  # the span reaches back into closed buckets: they keep what they had
+                prev = virtual(prev, cur, fs)  # the span reaches into closed buckets: they keep what they had
             lo, citems, c0, vitems, bits, resets = span(prev, cur, rules)
             if resets:
                 self._resets(dev, resets, ts)
@@ -244,7 +246,8 @@ class Engine:
             self.counters["duplicates"] += 1
             return
         i = bisect.bisect_right(dev.holes, (c, INF))
-        if i == len(dev.holes) or (dev.holes[i][1] is not None and dev.holes[i][1] >= c):  # type: ignore[operator]
+        start = dev.holes[i][1] if i < len(dev.holes) else None
+        if i == len(dev.holes) or (start is not None and start >= c):
             j = bisect.bisect_right(dev.closed_holes, (c, INF))
             if j < len(dev.closed_holes) and (dev.closed_holes[j][1] or -1) < c:
                 self._late_closed(dev, r)  # in an outage whose buckets are closed by now
@@ -302,7 +305,8 @@ class Engine:
         acc = store.get(key)  # type: ignore[call-overload]
         if acc is None:
             lo = dev.loaded_from.get(period, NEVER)
-            if dev.persisted is not None and start <= dev.persisted and start < lo and self.rollups is not None:
+            if self.rollups is not None and dev.persisted is not None and start <= dev.persisted \
+                    and start < lo:
                 self._load(dev, period, start, lo)
                 acc = store.get(key)  # type: ignore[call-overload]
             if acc is None and create:
@@ -321,8 +325,8 @@ class Engine:
         dev.loaded_from[period] = min(lo, dev.loaded_from.get(period, NEVER))
 
     def _restore(self, dev: DeviceState, wall: int) -> None:
-        """Pick up where a previous run stopped: buckets from the rollups table, the tail and the holes from the
-        stored readings. Without history this is a new device and nothing is read."""
+        """Pick up where a previous run stopped: buckets from the rollups table, the tail and the holes
+        from the stored readings. Without history this is a new device and nothing is read."""
         if self.rollups is None:
             dev.initialized = True
             return
@@ -358,8 +362,8 @@ class Engine:
     def _restore_chain(self, dev: DeviceState, hwm: int, t0: int, wall: int) -> None:
         """The tail (the reading at ``hwm``) and the holes since ``t0`` from the store's raw readings."""
         if self.readings is None:
-            self.log.warning("%s/%s: no readings to resume from (no store sink): the span across the restart is "
-                             "a gap", dev.source, dev.device)
+            self.log.warning("%s/%s: no readings to resume from (no store sink): the span across the "
+                             "restart is a gap", dev.source, dev.device)
             return
         deadline = time.monotonic() + self.s.restore_wait_s
         while True:
@@ -372,9 +376,9 @@ class Engine:
             if pts and pts[-1][TS] == hwm and not short:
                 break
             if time.monotonic() > deadline:
-                self.log.error("%s/%s: the store (%s) does not hold the readings counted before the restart "
-                               "(newest %s); continuing without them: the span across the restart is a gap and "
-                               "late readings before it are not filled in", dev.source, dev.device,
+                self.log.error("%s/%s: the store (%s) does not hold the readings counted before the "
+                               "restart (newest %s); continuing without them: the span across the restart is "
+                               "a gap and late readings before it are not filled in", dev.source, dev.device,
                                self.readings.describe(), _iso(hwm))
                 return
             time.sleep(0.5)
@@ -428,7 +432,8 @@ class Engine:
         site_slot(acc, [member(k) for k in self.site.grid], [member(k) for k in self.site.solar],
                   [member(k) for k in self.site.battery], self.tariff)
 
-    def _recompute_parents(self, dev: DeviceState, slots: Iterable[int], wall: int, repair: bool = False) -> None:
+    def _recompute_parents(self, dev: DeviceState, slots: Iterable[int], wall: int,
+                           repair: bool = False) -> None:
         """Every coarser bucket over the given slots becomes the sum of its children again, finest first."""
         current = {self.cal.parents_of_slot(s)[0] for s in slots}
         level_sets: dict[str, set[int]] = {"1h": current}

@@ -242,12 +242,13 @@ class Publisher:
             self.waiting.clear()
             self._cv.notify_all()
         if left:
-            self.ctx.log.warning("stopping with %d buckets not published (they are in the rollups table)", left)
+            self.ctx.log.warning("stopping with %d buckets not published (they are in the rollups table)",
+                                 left)
         self._thread.join(timeout=2)
 
 
 class _SafeReadings:
-    """The store's readings as the engine reads them at start: a table that is not there yet reads as empty."""
+    """The store's readings as the engine reads them at start: a missing table reads as empty."""
 
     def __init__(self, sink: Sink, ctx: ConsumerContext):
         self.sink, self.ctx = sink, ctx

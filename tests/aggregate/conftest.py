@@ -25,8 +25,15 @@ def local_ms(text: str, tz: ZoneInfo = BRUSSELS, fold: int = 0) -> int:
     return int(datetime.fromisoformat(text).replace(tzinfo=tz, fold=fold).timestamp() * 1000)
 
 
-def make_engine(tz: ZoneInfo = BRUSSELS, *, tariff: dict | None = None, rollups=None, readings=None,
-                clock=lambda: WALL_2030, **cfg) -> Engine:
+def make_engine(
+    tz: ZoneInfo = BRUSSELS,
+    *,
+    tariff: dict | None = None,
+    rollups=None,
+    readings=None,
+    clock=lambda: WALL_2030,
+    **cfg,
+) -> Engine:
     config = msgspec.convert({"type": "aggregate", **cfg}, Config)
     t = Tariff(msgspec.convert(tariff, TariffConfig), tz) if tariff is not None else None
     return build_engine(config, tz, t, rollups, readings, clock=clock)
@@ -43,7 +50,7 @@ class Run:
     def feed(self, readings: list[Reading], batch: int | None = None) -> "Run":
         batch = batch or max(1, len(readings))
         for i in range(0, len(readings), batch):
-            self.engine.feed(list(readings[i:i + batch]))
+            self.engine.feed(list(readings[i : i + batch]))
             self.flush()
         return self
 
@@ -60,12 +67,22 @@ class Run:
         return self.buckets[(source, device, period, start)]
 
     def period(self, source: str, device: str, period: str) -> list[Bucket]:
-        return sorted((b for (s, d, p, _), b in self.buckets.items() if (s, d, p) == (source, device, period)),
-                      key=lambda b: b.start)
+        return sorted(
+            (b for (s, d, p, _), b in self.buckets.items() if (s, d, p) == (source, device, period)),
+            key=lambda b: b.start,
+        )
 
 
-def reading(device: str, ts: int, metrics: dict, *, source: str = "shelly", period_s: float = 0.0,
-            quality: str = "ok", seq: int | None = None) -> Reading:
+def reading(
+    device: str,
+    ts: int,
+    metrics: dict,
+    *,
+    source: str = "shelly",
+    period_s: float = 0.0,
+    quality: str = "ok",
+    seq: int | None = None,
+) -> Reading:
     return Reading(source, device, ts, metrics, seq, period_s, quality)
 
 

@@ -31,8 +31,12 @@ def test_brussels_spring_forward_day_has_23_hours_and_no_2_oclock():
     assert (day.end - day.start) / 3.6e6 == 23
     labels = [lbl for lbl, _ in hours_of(cal, date(2024, 3, 31))]
     assert len(labels) == 23
-    assert labels[:4] == ["2024-03-31T00:00+01:00", "2024-03-31T01:00+01:00", "2024-03-31T03:00+02:00",
-                          "2024-03-31T04:00+02:00"]
+    assert labels[:4] == [
+        "2024-03-31T00:00+01:00",
+        "2024-03-31T01:00+01:00",
+        "2024-03-31T03:00+02:00",
+        "2024-03-31T04:00+02:00",
+    ]
     assert all(length == 1.0 for _, length in hours_of(cal, date(2024, 3, 31)))
 
 
@@ -54,9 +58,13 @@ def test_brussels_autumn_back_day_has_25_hours_and_two_2_oclock_buckets():
 def test_slots_nest_in_hours_days_weeks_months_and_years():
     cal = Calendar(ZoneInfo("Europe/Brussels"))
     slot = utc("2024-10-27T01:15")  # 02:15 CET, the second pass
-    assert cal.parents_of_slot(slot) == (utc("2024-10-27T01:00"), utc("2024-10-26T22:00"),
-                                         utc("2024-10-20T22:00"), utc("2024-09-30T22:00"),
-                                         utc("2023-12-31T23:00"))
+    assert cal.parents_of_slot(slot) == (
+        utc("2024-10-27T01:00"),
+        utc("2024-10-26T22:00"),
+        utc("2024-10-20T22:00"),
+        utc("2024-09-30T22:00"),
+        utc("2023-12-31T23:00"),
+    )
     assert cal.label("1w", utc("2024-10-20T22:00")) == "2024-W43"
     assert cal.label("1mo", utc("2024-09-30T22:00")) == "2024-10"
     assert cal.label("1y", utc("2023-12-31T23:00")) == "2024"
@@ -91,7 +99,10 @@ def test_southern_hemisphere_sydney_autumn_back_in_april_and_spring_forward_in_o
     april = cal.day(date(2024, 4, 7))  # 03:00 AEDT -> 02:00 AEST
     assert april.start == utc("2024-04-06T13:00") and april.end == utc("2024-04-07T14:00")
     assert len(april.hours) == 25
-    assert [cal.label("1h", h) for h in april.hours[2:4]] == ["2024-04-07T02:00+11:00", "2024-04-07T02:00+10:00"]
+    assert [cal.label("1h", h) for h in april.hours[2:4]] == [
+        "2024-04-07T02:00+11:00",
+        "2024-04-07T02:00+10:00",
+    ]
     october = cal.day(date(2024, 10, 6))  # 02:00 AEST -> 03:00 AEDT
     assert (october.end - october.start) / 3.6e6 == 23 and len(october.hours) == 23
     assert cal.label("1d", october.start) == "2024-10-06"

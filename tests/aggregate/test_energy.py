@@ -37,8 +37,12 @@ def test_counters_give_the_difference_across_the_bucket_spans_at_the_edges_share
 
 def test_a_counter_across_a_gap_is_apportioned_by_time_and_the_buckets_are_partial():
     t = local_ms("2024-06-03 10:00")
-    rs = [shelly(t - MIN, 999.0), shelly(t, 1000.0), shelly(t + 120 * MIN, 1600.0),
-          shelly(t + 121 * MIN, 1601.0)]
+    rs = [
+        shelly(t - MIN, 999.0),
+        shelly(t, 1000.0),
+        shelly(t + 120 * MIN, 1600.0),
+        shelly(t + 121 * MIN, 1601.0),
+    ]
     run = Run(make_engine()).feed(rs)
     h10, h11 = (run.get("shelly", "mains", "1h", t + k * 60 * MIN) for k in (0, 1))
     assert h10.energy_import_wh == pytest.approx(300.0) and h11.energy_import_wh == pytest.approx(300.0)
@@ -54,9 +58,14 @@ def test_a_counter_reset_never_gives_a_negative_and_power_fills_that_minute():
     without = Run(make_engine()).feed([shelly(t + k * MIN, c) for k, c in enumerate(counters)])
     h = without.get("shelly", "mains", "1h", t)
     assert h.energy_import_wh == pytest.approx(40.0)  # 10 + 10 + (nothing for the reset minute) + 10 + 10
-    assert all(b.energy_import_wh is None or b.energy_import_wh >= 0 for b in without.period("shelly", "mains", "15m"))
+    assert all(
+        b.energy_import_wh is None or b.energy_import_wh >= 0
+        for b in without.period("shelly", "mains", "15m")
+    )
     assert without.engine.counters["counter_resets"] == 1
-    with_power = Run(make_engine()).feed([shelly(t + k * MIN, c, power=600.0) for k, c in enumerate(counters)])
+    with_power = Run(make_engine()).feed(
+        [shelly(t + k * MIN, c, power=600.0) for k, c in enumerate(counters)]
+    )
     # the reset minute falls back to power: 600 W for 60 s = 10 Wh
     assert with_power.get("shelly", "mains", "1h", t).energy_import_wh == pytest.approx(50.0)
 
@@ -70,9 +79,21 @@ def test_a_meter_swapped_for_one_with_a_higher_index_is_not_a_spike():
 
 def test_interval_energies_and_sub_meters_add_up():
     t = local_ms("2024-06-03 10:00")
-    rs = [reading("house", t + k * MIN, {"power_w": 600.0 + k, "energy_wh": 10.0 + k / 100,
-                                         "sub1_energy_wh": 1.0, "sub3_energy_wh": float(k % 2)},
-                  source="hhpc", period_s=60.0) for k in range(1, 61)]
+    rs = [
+        reading(
+            "house",
+            t + k * MIN,
+            {
+                "power_w": 600.0 + k,
+                "energy_wh": 10.0 + k / 100,
+                "sub1_energy_wh": 1.0,
+                "sub3_energy_wh": float(k % 2),
+            },
+            source="hhpc",
+            period_s=60.0,
+        )
+        for k in range(1, 61)
+    ]
     run = Run(make_engine()).feed(rs)
     h = run.get("hhpc", "house", "1h", t)
     assert h.energy_import_wh == pytest.approx(600.0 + sum(range(1, 61)) / 100)  # 618.3
@@ -115,23 +136,46 @@ def test_energy_per_tariff_register():
             t2 += 8.0
         elif k > 15:
             t1 += 4.0
-        rs.append(reading("meter", t + k * MIN, {"energy_import_t1_wh": t1, "energy_import_t2_wh": t2,
-                                                 "energy_import_wh": t1 + t2, "tariff": 2.0 if k <= 15 else 1.0},
-                          source="p1"))
+        rs.append(
+            reading(
+                "meter",
+                t + k * MIN,
+                {
+                    "energy_import_t1_wh": t1,
+                    "energy_import_t2_wh": t2,
+                    "energy_import_wh": t1 + t2,
+                    "tariff": 2.0 if k <= 15 else 1.0,
+                },
+                source="p1",
+            )
+        )
     run = Run(make_engine()).feed(rs)
     night = run.get("p1", "meter", "15m", local_ms("2024-06-03 06:45"))
     day = run.get("p1", "meter", "15m", local_ms("2024-06-03 07:00"))
-    assert (night.energy_import_t1_wh, night.energy_import_t2_wh, night.energy_import_wh) == (0.0, 120.0, 120.0)
+    assert (night.energy_import_t1_wh, night.energy_import_t2_wh, night.energy_import_wh) == (
+        0.0,
+        120.0,
+        120.0,
+    )
     assert (day.energy_import_t1_wh, day.energy_import_t2_wh, day.energy_import_wh) == (60.0, 0.0, 60.0)
     assert night.energy_export_wh is None  # the meter has no export counter: unknown, not 0
 
 
 def test_the_autumn_back_day_has_25_hourly_buckets_that_add_up_to_the_25_hour_day():
     start = local_ms("2024-10-27 00:00")
-    rs = [reading("house", start + k * MIN, {"power_w": 600.0, "energy_wh": 10.0}, source="hhpc", period_s=60.0)
-          for k in range(1, 25 * 60 + 1)]
-    rs.append(reading("house", start + 25 * 60 * MIN + MIN, {"power_w": 600.0, "energy_wh": 10.0},
-                      source="hhpc", period_s=60.0))  # the next day began: the day is over
+    rs = [
+        reading("house", start + k * MIN, {"power_w": 600.0, "energy_wh": 10.0}, source="hhpc", period_s=60.0)
+        for k in range(1, 25 * 60 + 1)
+    ]
+    rs.append(
+        reading(
+            "house",
+            start + 25 * 60 * MIN + MIN,
+            {"power_w": 600.0, "energy_wh": 10.0},
+            source="hhpc",
+            period_s=60.0,
+        )
+    )  # the next day began: the day is over
     run = Run(make_engine()).feed(rs)
     hours = [b for b in run.period("hhpc", "house", "1h") if b.label.startswith("2024-10-27")]
     assert len(hours) == 25
@@ -144,8 +188,10 @@ def test_the_autumn_back_day_has_25_hourly_buckets_that_add_up_to_the_25_hour_da
 
 def test_the_spring_forward_day_is_23_hours():
     start = local_ms("2024-03-31 00:00")
-    rs = [reading("house", start + k * MIN, {"energy_wh": 1.0}, source="hhpc", period_s=60.0)
-          for k in range(1, 23 * 60 + 2)]
+    rs = [
+        reading("house", start + k * MIN, {"energy_wh": 1.0}, source="hhpc", period_s=60.0)
+        for k in range(1, 23 * 60 + 2)
+    ]
     run = Run(make_engine()).feed(rs)
     hours = [b for b in run.period("hhpc", "house", "1h") if b.label.startswith("2024-03-31")]
     assert len(hours) == 23
@@ -160,7 +206,9 @@ def test_twelve_months_add_up_to_the_year_to_the_milliwatt_hour():
     rs = []
     ts = t + 15 * MIN
     while ts <= end + 15 * MIN:
-        rs.append(reading("house", ts, {"energy_wh": round(rng.uniform(0, 900), 6)}, source="hhpc", period_s=900.0))
+        rs.append(
+            reading("house", ts, {"energy_wh": round(rng.uniform(0, 900), 6)}, source="hhpc", period_s=900.0)
+        )
         ts += 15 * MIN
     run = Run(make_engine()).feed(rs, batch=4000)
     months = [b for b in run.period("hhpc", "house", "1mo") if b.label.startswith("2024")]

@@ -17,8 +17,12 @@ from bus.sinks.sqlite import SqliteSink
 from tests.aggregate.conftest import MIN, Run, local_ms, make_engine, reading, values
 
 
-def shelly_day(start: str = "2024-06-03 00:00", minutes: int = 24 * 60, outage: tuple[int, int] | None = None,
-               seed: int = 3) -> list:
+def shelly_day(
+    start: str = "2024-06-03 00:00",
+    minutes: int = 24 * 60,
+    outage: tuple[int, int] | None = None,
+    seed: int = 3,
+) -> list:
     """A grid meter polled every minute (device time jitters a second), counters and power, one outage."""
     rng = random.Random(seed)
     t0 = local_ms(start)
@@ -33,8 +37,14 @@ def shelly_day(start: str = "2024-06-03 00:00", minutes: int = 24 * 60, outage: 
         ts = t0 + k * MIN + rng.choice([0, 1000, -1000])
         if outage and outage[0] <= k < outage[1]:
             continue
-        out.append(reading("mains", ts, {"power_w": p, "energy_import_wh": round(imp, 3),
-                                         "energy_export_wh": round(exp, 3)}, seq=k))
+        out.append(
+            reading(
+                "mains",
+                ts,
+                {"power_w": p, "energy_import_wh": round(imp, 3), "energy_export_wh": round(exp, 3)},
+                seq=k,
+            )
+        )
     return out
 
 
@@ -55,7 +65,7 @@ def test_batching_redelivery_and_shuffling_change_nothing():
     i = 0
     while i < len(rs):
         n = rng.randint(1, 400)
-        batch = rs[i:i + n]
+        batch = rs[i : i + n]
         run.engine.feed(rng.sample(batch, len(batch)))  # out of order within a batch
         run.flush()
         if rng.random() < 0.3:  # a crash before the ack: the broker sends the batch again
@@ -69,7 +79,9 @@ def test_batching_redelivery_and_shuffling_change_nothing():
 def test_a_late_backfill_fills_a_partial_hour_which_becomes_complete_and_is_written_again():
     rs = shelly_day(outage=(600, 640))  # 10:00 .. 10:40 missing
     live = [r for r in rs]
-    backfill = [r for r in shelly_day() if local_ms("2024-06-03 10:00") <= r.ts < local_ms("2024-06-03 10:40")]
+    backfill = [
+        r for r in shelly_day() if local_ms("2024-06-03 10:00") <= r.ts < local_ms("2024-06-03 10:40")
+    ]
     run = Run(make_engine()).feed(live, batch=97)
     hour = run.get("shelly", "mains", "1h", local_ms("2024-06-03 10:00"))
     assert hour.status == "partial" and hour.coverage < 0.4
@@ -120,7 +132,7 @@ def test_a_restart_resumes_from_the_rollups_table_and_the_stored_readings(tmp_pa
     full = shelly_day(minutes=2 * 24 * 60, outage=None)
     gap = (1500, 1600)
     rs = [r for k, r in enumerate(full) if not gap[0] <= k < gap[1]]
-    backfill = full[gap[0]:gap[1]]
+    backfill = full[gap[0] : gap[1]]
     db = tmp_path / "wattbus.db"
     store, rollups = SqliteSink(f"sqlite:///{db}"), SqliteSink(f"sqlite:///{db}")
     store.ensure_schema()
@@ -130,14 +142,16 @@ def test_a_restart_resumes_from_the_rollups_table_and_the_stored_readings(tmp_pa
     first = Run(make_engine(rollups=rollups, readings=store), sink=rollups).feed(rs[:cut], batch=300)
     assert first.engine.counters["readings"] == cut
     second = Run(make_engine(rollups=SqliteSink(f"sqlite:///{db}"), readings=store), sink=rollups)
-    second.feed(rs[cut - 250:], batch=400)  # 250 redelivered: already counted
+    second.feed(rs[cut - 250 :], batch=400)  # 250 redelivered: already counted
     assert second.engine.counters["duplicates"] == 250
     assert second.engine.counters["restored_devices"] == 1
     second.feed(backfill, batch=30)  # the outage before the restart, backfilled after it
     assert second.engine.counters["late_filled"] == len(backfill)
-    stored = {(b.source, b.device, b.period, b.start): values(b)
-              for p in ("15m", "1h", "1d", "1w", "1mo", "1y")
-              for b in rollups.read_buckets("shelly", "mains", p, 0, 2**62)}
+    stored = {
+        (b.source, b.device, b.period, b.start): values(b)
+        for p in ("15m", "1h", "1d", "1w", "1mo", "1y")
+        for b in rollups.read_buckets("shelly", "mains", p, 0, 2**62)
+    }
     assert stored == reference(full)
 
 
@@ -160,8 +174,11 @@ def test_without_stored_readings_a_restart_leaves_a_gap_but_never_counts_twice(t
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(cuts=st.lists(st.integers(min_value=1, max_value=1439), max_size=6),
-       redeliver=st.lists(st.booleans(), min_size=7, max_size=7), seed=st.integers(0, 10_000))
+@given(
+    cuts=st.lists(st.integers(min_value=1, max_value=1439), max_size=6),
+    redeliver=st.lists(st.booleans(), min_size=7, max_size=7),
+    seed=st.integers(0, 10_000),
+)
 def test_any_batching_with_redelivery_gives_the_from_scratch_buckets(cuts, redeliver, seed):
     rs = shelly_day(seed=seed, outage=(seed % 1000, seed % 1000 + 30))
     edges = sorted(set([0, *(c % len(rs) for c in cuts), len(rs)]))
@@ -169,5 +186,5 @@ def test_any_batching_with_redelivery_gives_the_from_scratch_buckets(cuts, redel
     for k, (a, b) in enumerate(zip(edges, edges[1:])):
         run.feed(rs[a:b])
         if redeliver[k % 7]:
-            run.feed(rs[max(0, a - 50):b])
+            run.feed(rs[max(0, a - 50) : b])
     assert final(run) == reference(rs)

@@ -26,22 +26,87 @@ H = 3_600_000
 def buckets(device: str) -> list[Bucket]:
     t = local_ms("2024-10-27 02:00")  # the first of the two 02:00 hours
     return [
-        Bucket(source="shelly", device=device, period="1h", start=t, end=t + H, label="2024-10-27T02:00+02:00",
-               status="complete", coverage=1.0, readings=60, energy_import_wh=812.4, energy_export_wh=0.0,
-               power_avg_w=812.4, power_min_w=120.0, power_max_w=2950.0, cost=0.2437, revenue=0.0,
-               currency="EUR", last_ts=t + H, rev=3, demand_peak_w=1200.5),
-        Bucket(source="shelly", device=device, period="1h", start=t + H, end=t + 2 * H,
-               label="2024-10-27T02:00+01:00", status="partial", coverage=0.5, readings=30,
-               energy_import_wh=100.25, last_ts=t + 2 * H - 1, rev=1),
-        Bucket(source="shelly", device=device, period="1d", start=local_ms("2024-10-27 00:00"),
-               end=local_ms("2024-10-28 00:00"), label="2024-10-27", status="open", coverage=0.08,
-               readings=90, energy_import_wh=912.65, late=2, rev=7),
-        Bucket(source="shelly", device=device, period="1w", start=local_ms("2024-10-21 00:00"),
-               end=local_ms("2024-10-28 00:00"), label="2024-W43", status="open", coverage=0.01, readings=90),
-        Bucket(source="shelly", device=device, period="1mo", start=local_ms("2024-10-01 00:00"),
-               end=local_ms("2024-11-01 00:00"), label="2024-10", readings=90, rev=2),
-        Bucket(source="shelly", device=device, period="1y", start=local_ms("2024-01-01 00:00"),
-               end=local_ms("2025-01-01 00:00"), label="2024", readings=90, rev=2),
+        Bucket(
+            source="shelly",
+            device=device,
+            period="1h",
+            start=t,
+            end=t + H,
+            label="2024-10-27T02:00+02:00",
+            status="complete",
+            coverage=1.0,
+            readings=60,
+            energy_import_wh=812.4,
+            energy_export_wh=0.0,
+            power_avg_w=812.4,
+            power_min_w=120.0,
+            power_max_w=2950.0,
+            cost=0.2437,
+            revenue=0.0,
+            currency="EUR",
+            last_ts=t + H,
+            rev=3,
+            demand_peak_w=1200.5,
+        ),
+        Bucket(
+            source="shelly",
+            device=device,
+            period="1h",
+            start=t + H,
+            end=t + 2 * H,
+            label="2024-10-27T02:00+01:00",
+            status="partial",
+            coverage=0.5,
+            readings=30,
+            energy_import_wh=100.25,
+            last_ts=t + 2 * H - 1,
+            rev=1,
+        ),
+        Bucket(
+            source="shelly",
+            device=device,
+            period="1d",
+            start=local_ms("2024-10-27 00:00"),
+            end=local_ms("2024-10-28 00:00"),
+            label="2024-10-27",
+            status="open",
+            coverage=0.08,
+            readings=90,
+            energy_import_wh=912.65,
+            late=2,
+            rev=7,
+        ),
+        Bucket(
+            source="shelly",
+            device=device,
+            period="1w",
+            start=local_ms("2024-10-21 00:00"),
+            end=local_ms("2024-10-28 00:00"),
+            label="2024-W43",
+            status="open",
+            coverage=0.01,
+            readings=90,
+        ),
+        Bucket(
+            source="shelly",
+            device=device,
+            period="1mo",
+            start=local_ms("2024-10-01 00:00"),
+            end=local_ms("2024-11-01 00:00"),
+            label="2024-10",
+            readings=90,
+            rev=2,
+        ),
+        Bucket(
+            source="shelly",
+            device=device,
+            period="1y",
+            start=local_ms("2024-01-01 00:00"),
+            end=local_ms("2025-01-01 00:00"),
+            label="2024",
+            readings=90,
+            rev=2,
+        ),
     ]
 
 
@@ -58,8 +123,16 @@ def check_round_trip(sink, device: str, flush=lambda: None) -> None:
     assert sink.read_buckets("shelly", device, "1h", 0, hours[1].start) == [hours[0]]
     assert sink.read_buckets("shelly", device + "x", "1h", 0, 2**62) == []
     # a newer version of a bucket replaces it
-    newer = msgspec.structs.replace(hours[1], status="complete", coverage=1.0, readings=60, energy_import_wh=300.5,
-                                    cost=0.09, currency="EUR", rev=2)
+    newer = msgspec.structs.replace(
+        hours[1],
+        status="complete",
+        coverage=1.0,
+        readings=60,
+        energy_import_wh=300.5,
+        cost=0.09,
+        currency="EUR",
+        rev=2,
+    )
     sink.write_buckets([newer])
     flush()
     assert sink.read_buckets("shelly", device, "1h", 0, 2**62) == [hours[0], newer]
@@ -76,9 +149,11 @@ def test_mariadb(mariadb):  # noqa: F811
     sink = MysqlSink(mariadb.url(unique("wb")))
     sink.ensure_schema()
     check_round_trip(sink, "mains")
-    pk = mariadb.root_sql(f"SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE WHERE TABLE_SCHEMA="
-                          f"'{sink.database}' AND TABLE_NAME='rollups' AND CONSTRAINT_NAME='PRIMARY' "
-                          f"ORDER BY ORDINAL_POSITION")
+    pk = mariadb.root_sql(
+        f"SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE WHERE TABLE_SCHEMA="
+        f"'{sink.database}' AND TABLE_NAME='rollups' AND CONSTRAINT_NAME='PRIMARY' "
+        f"ORDER BY ORDINAL_POSITION"
+    )
     assert [r[0] for r in pk] == ["source", "device", "period", "start"]
     sink.close()
 

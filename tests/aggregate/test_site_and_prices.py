@@ -23,8 +23,10 @@ def steady(device: str, start: str, hours: float, watts: float, every_min: int =
     """Counter readings of a constant ``watts`` import, every ``every_min`` minutes, from ``start``."""
     t0 = local_ms(start)
     n = int(hours * 60 / every_min)
-    return [meter(device, t0 + k * every_min * MIN, 10_000 + watts * k * every_min / 60, source=source)
-            for k in range(n + 1)]
+    return [
+        meter(device, t0 + k * every_min * MIN, 10_000 + watts * k * every_min / 60, source=source)
+        for k in range(n + 1)
+    ]
 
 
 # -- the site balance ----------------------------------------------------------------------------------
@@ -35,13 +37,13 @@ def site_hour() -> list:
     mains_imp = [1000, 1100, 1100, 1150, 1550, 1550]
     mains_exp = [500, 500, 800, 950, 950, 950]
     solar = [2000, 2200, 2700, 3100, 3100, 3100]
-    return ([meter("mains", t[k], mains_imp[k], mains_exp[k]) for k in range(6)]
-            + [meter("solar", t[k], solar[k]) for k in range(6)])
+    return [meter("mains", t[k], mains_imp[k], mains_exp[k]) for k in range(6)] + [
+        meter("solar", t[k], solar[k]) for k in range(6)
+    ]
 
 
 def site_engine(**tariff):
-    return make_engine(grid=["shelly/mains"], solar=["shelly/solar"], site="home",
-                       tariff={**FLAT, **tariff})
+    return make_engine(grid=["shelly/mains"], solar=["shelly/solar"], site="home", tariff={**FLAT, **tariff})
 
 
 def test_site_balance_of_an_hour_with_export():
@@ -70,7 +72,8 @@ def test_the_daily_site_bucket_holds_the_seed_003_totals_with_the_fixed_charge()
     d = run.get("site", "home", "1d", local_ms("2024-06-03 00:00"))
     # consumed (grid import), returned, direct consumption, solar, cost, profit: the seed's daily totals
     assert (d.grid_import_wh, d.grid_export_wh, d.self_consumption_wh, d.solar_wh) == pytest.approx(
-        (550.0, 450.0, 650.0, 1100.0))
+        (550.0, 450.0, 650.0, 1100.0)
+    )
     assert d.cost == pytest.approx(0.165 + 0.50) and d.cost_without_solar == pytest.approx(0.36 + 0.50)
     assert d.solar_profit == pytest.approx(0.2175)  # the fixed charge is paid either way
     assert run.get("site", "home", "1h", local_ms("2024-06-03 10:00")).cost == pytest.approx(0.165)
@@ -103,8 +106,10 @@ def grid_cost(rs, tariff: dict, period: str, start: str) -> float:
 
 
 def test_flat_import_and_export_prices():
-    rs = [meter("mains", local_ms("2024-06-03 10:00") + k * 15 * MIN, 1000 + 500 * k, 200 + 125 * k)
-          for k in range(6)]
+    rs = [
+        meter("mains", local_ms("2024-06-03 10:00") + k * 15 * MIN, 1000 + 500 * k, 200 + 125 * k)
+        for k in range(6)
+    ]
     h = grid_cost(rs, FLAT, "1h", "2024-06-03 10:00")
     assert h.energy_import_wh == 2000.0 and h.cost == pytest.approx(2.0 * 0.30)
     assert h.energy_export_wh == 500.0 and h.revenue == pytest.approx(0.5 * 0.05)
@@ -113,11 +118,19 @@ def test_flat_import_and_export_prices():
 def test_register_prices_follow_the_meters_t1_and_t2_registers():
     t0 = local_ms("2024-06-03 06:00")
     rs = []
-    for k in range(9):  # 06:00..08:00 in quarters: 1 kWh on register 2 before 07:00, 3 kWh on register 1 after
+    for k in range(
+        9
+    ):  # 06:00..08:00 in quarters: 1 kWh on register 2 before 07:00, 3 kWh on register 1 after
         t2 = 5000 + 250 * min(k, 4)
         t1 = 8000 + 750 * max(0, k - 4)
-        rs.append(reading("meter", t0 + k * 15 * MIN, {"energy_import_t1_wh": t1, "energy_import_t2_wh": t2,
-                                                        "energy_import_wh": t1 + t2}, source="p1"))
+        rs.append(
+            reading(
+                "meter",
+                t0 + k * 15 * MIN,
+                {"energy_import_t1_wh": t1, "energy_import_t2_wh": t2, "energy_import_wh": t1 + t2},
+                source="p1",
+            )
+        )
     tariff = {"import": {"t1": 0.32, "t2": 0.24}}
     run = Run(make_engine(grid=["p1/meter"], tariff=tariff)).feed(rs)
     d = run.get("p1", "meter", "1d", local_ms("2024-06-03 00:00"))
@@ -126,9 +139,13 @@ def test_register_prices_follow_the_meters_t1_and_t2_registers():
 
 
 def test_register_prices_for_a_meter_without_registers_use_the_t2_windows():
-    tariff = {"import": {"t1": 0.32, "t2": 0.24,
-                         "t2_windows": [{"days": "mon-fri", "from": "22:00", "to": "07:00"},
-                                        {"days": "weekend"}]}}
+    tariff = {
+        "import": {
+            "t1": 0.32,
+            "t2": 0.24,
+            "t2_windows": [{"days": "mon-fri", "from": "22:00", "to": "07:00"}, {"days": "weekend"}],
+        }
+    }
     rs = steady("mains", "2024-06-03 00:00", 24, 1000.0)  # Monday, 1 kWh every hour
     d = grid_cost(rs, tariff, "1d", "2024-06-03 00:00")
     # on a weekday, register 2 before 07:00 and from 22:00: 9 hours
@@ -136,8 +153,12 @@ def test_register_prices_for_a_meter_without_registers_use_the_t2_windows():
 
 
 def test_time_of_use_windows_by_weekday_and_local_time():
-    tariff = {"import": {"price": 0.25, "windows": [{"days": "mon-fri", "from": "07:00", "to": "22:00",
-                                                      "price": 0.40}]}}
+    tariff = {
+        "import": {
+            "price": 0.25,
+            "windows": [{"days": "mon-fri", "from": "07:00", "to": "22:00", "price": 0.40}],
+        }
+    }
     monday = steady("mains", "2024-06-03 00:00", 24, 400.0)  # 0.1 kWh per quarter hour
     d = grid_cost(monday, tariff, "1d", "2024-06-03 00:00")
     assert d.cost == pytest.approx(60 * 0.1 * 0.40 + 36 * 0.1 * 0.25)  # 3.30
@@ -146,8 +167,9 @@ def test_time_of_use_windows_by_weekday_and_local_time():
 
 
 def test_a_night_window_wraps_midnight():
-    tariff = {"import": {"price": 0.30, "windows": [{"days": "all", "from": "22:00", "to": "06:00",
-                                                      "price": 0.10}]}}
+    tariff = {
+        "import": {"price": 0.30, "windows": [{"days": "all", "from": "22:00", "to": "06:00", "price": 0.10}]}
+    }
     rs = steady("mains", "2024-06-03 00:00", 24, 1000.0)
     assert grid_cost(rs, tariff, "1d", "2024-06-03 00:00").cost == pytest.approx(8 * 0.10 + 16 * 0.30)
 
@@ -189,8 +211,9 @@ def test_dynamic_prices_published_later_reprice_the_buckets_that_can_still_chang
     run = Run(engine).feed(steady("mains", "2024-06-03 00:00", 24, 1000.0))
     day = local_ms("2024-06-03 00:00")
     assert run.get("shelly", "mains", "1d", day).cost is None  # no price known yet
-    payload = msgspec.json.encode({"prices": [{"start": f"2024-06-03T{h:02d}:00+02:00", "price": 0.2}
-                                              for h in range(24)]})
+    payload = msgspec.json.encode(
+        {"prices": [{"start": f"2024-06-03T{h:02d}:00+02:00", "price": 0.2} for h in range(24)]}
+    )
     entries = parse_price_message(payload, engine.cal.tz)
     span = engine.tariff.import_.dynamic.merge(entries)
     engine.reprice(*span)
@@ -202,7 +225,9 @@ def test_export_prices_of_the_dynamic_kind(tmp_path):
     csv = hourly_csv(tmp_path / "export.csv", "2024-06-03", 24, price=lambda h: 0.01 * (h % 3))
     t0 = local_ms("2024-06-03 00:00")
     rs = [meter("mains", t0 + k * 15 * MIN, 1000, 500 + 250 * k) for k in range(97)]  # 1 kWh out per hour
-    d = grid_cost(rs, {"import": {"price": 0.3}, "export": {"dynamic_csv": str(csv)}}, "1d", "2024-06-03 00:00")
+    d = grid_cost(
+        rs, {"import": {"price": 0.3}, "export": {"dynamic_csv": str(csv)}}, "1d", "2024-06-03 00:00"
+    )
     assert d.revenue == pytest.approx(sum(0.01 * (h % 3) for h in range(24)))  # 0.24
     assert d.cost == 0.0
 
@@ -224,15 +249,19 @@ def test_capacity_charge_on_the_months_highest_quarter_hour():
 
 
 def test_a_tariff_config_error_names_the_file_the_key_and_what_is_expected(tmp_path):
-    text = ('[tariff]\ncurrency = "EUR"\n[tariff.import]\nprice = 0.3\n'
-            '[[tariff.import.windows]]\ndays = "mon-fri"\nfrom = "07:10"\nto = "22:00"\nprice = 0.4\n')
+    text = (
+        '[tariff]\ncurrency = "EUR"\n[tariff.import]\nprice = 0.3\n'
+        '[[tariff.import.windows]]\ndays = "mon-fri"\nfrom = "07:10"\nto = "22:00"\nprice = 0.4\n'
+    )
     with pytest.raises(ConfigError) as err:
         parse_config(text, tmp_path / "wattbus.toml", resolve)
     msg = str(err.value)
     assert "wattbus.toml:" in msg and "tariff.import.windows" in msg and "quarter hour" in msg
     with pytest.raises(ConfigError, match=r"tariff\.import\.t2: give both"):
-        parse_config('[tariff.import]\nt1 = 0.3\n', tmp_path / "wattbus.toml", resolve)
+        parse_config("[tariff.import]\nt1 = 0.3\n", tmp_path / "wattbus.toml", resolve)
     with pytest.raises(ConfigError, match="unknown key"):
-        parse_config('[tariff]\nfixed_per_dag = 1\n', tmp_path / "wattbus.toml", resolve)
-    ok = parse_config('[tariff]\nfixed_per_day = 0.5\n[tariff.import]\nprice = 0.3\n', tmp_path / "w.toml", resolve)
+        parse_config("[tariff]\nfixed_per_dag = 1\n", tmp_path / "wattbus.toml", resolve)
+    ok = parse_config(
+        "[tariff]\nfixed_per_day = 0.5\n[tariff.import]\nprice = 0.3\n", tmp_path / "w.toml", resolve
+    )
     assert ok.tariff is not None and ok.tariff.import_.price == 0.3

@@ -55,7 +55,10 @@ def replay(broker, tmp_path_factory):
     generate_year(2024, dataset, seed=5)
     expected = sum(1 for _ in iter_epochs(iter_rows(dataset), TZ))
     store_db, ref_db, kill_db = work / "store.db", work / "ref.db", work / "kill.db"
-    cfg = write_config(work / "wattbus.toml", broker, f"""
+    cfg = write_config(
+        work / "wattbus.toml",
+        broker,
+        f"""
         [producer.{DEVICE}]
         type = "hhpc"
         dataset = "{dataset}"
@@ -74,7 +77,8 @@ def replay(broker, tmp_path_factory):
         type = "aggregate"
         sink = "sqlite:///{kill_db}"
         readings = "sqlite:///{store_db}"
-        """)
+        """,
+    )
     started: list[WattbusProcess] = []
 
     def start(name: str) -> WattbusProcess:
@@ -102,10 +106,20 @@ def replay(broker, tmp_path_factory):
         retained_msgs: list[bytes] = []
         got.on_message = lambda c, u, m: retained_msgs.append(m.payload)
         got.subscribe(f"agg/hhpc/{DEVICE}/1y", 1)
-        wait(lambda: any(rollup.decode(x).readings == expected - 1 for x in retained_msgs), 60,
-             "the complete 2024 bucket on its agg topic")
-        yield {"expected": expected, "store": store_db, "ref": ref_db, "kill": kill_db, "killed_at": killed_at,
-               "restart_log": again.output(), "retained": retained_msgs}
+        wait(
+            lambda: any(rollup.decode(x).readings == expected - 1 for x in retained_msgs),
+            60,
+            "the complete 2024 bucket on its agg topic",
+        )
+        yield {
+            "expected": expected,
+            "store": store_db,
+            "ref": ref_db,
+            "kill": kill_db,
+            "killed_at": killed_at,
+            "restart_log": again.output(),
+            "retained": retained_msgs,
+        }
     finally:
         retained.close()
         for p in started:
@@ -114,6 +128,7 @@ def replay(broker, tmp_path_factory):
 
 def boundaries(period: str) -> list[tuple[int, int]]:
     """(start, end) of the 2024 buckets, from local midnights; hours as UTC hours (whole-hour offsets)."""
+
     def midnight(d: date) -> int:
         return int(datetime(d.year, d.month, d.day, tzinfo=TZ).timestamp() * 1000)
 
@@ -134,10 +149,14 @@ def sql_buckets(store_db, period: str) -> dict[int, tuple]:
     db.execute("CREATE TEMP TABLE b (start INTEGER PRIMARY KEY, fin INTEGER NOT NULL)")
     db.executemany("INSERT INTO b VALUES (?, ?)", boundaries(period))
     rows = db.execute(
-        "SELECT b.start, b.fin, count(r.ts), count(r.energy_wh), total(r.energy_wh), total(r.sub1_energy_wh), "
-        "total(r.sub2_energy_wh), total(r.sub3_energy_wh), min(r.power_w), max(r.power_w), avg(r.power_w) "
-        "FROM b LEFT JOIN readings r ON r.source = 'hhpc' AND r.device = ? AND r.ts > b.start AND r.ts <= b.fin "
-        "GROUP BY b.start ORDER BY b.start", (DEVICE,)).fetchall()
+        "SELECT b.start, b.fin, count(r.ts), count(r.energy_wh), total(r.energy_wh), "
+        "total(r.sub1_energy_wh), total(r.sub2_energy_wh), total(r.sub3_energy_wh), "
+        "min(r.power_w), max(r.power_w), avg(r.power_w) "
+        "FROM b LEFT JOIN readings r ON r.source = 'hhpc' AND r.device = ? "
+        "AND r.ts > b.start AND r.ts <= b.fin "
+        "GROUP BY b.start ORDER BY b.start",
+        (DEVICE,),
+    ).fetchall()
     db.close()
     return {r[0]: r for r in rows}
 
