@@ -306,3 +306,22 @@ def test_sigterm_stops_cleanly_and_export_reads_the_buckets_back(
         and lines[0].startswith("v,source,device,period,start,end,label")
     )
     assert "2024-06-03T10:00+02:00" in lines[1] and ",120.0," in lines[1]
+
+
+def test_the_sample_and_the_demo_fragment_are_valid_configs_and_the_readme_names_every_key():
+    import msgspec
+
+    from bus.config import load_config, parse_config
+    from consumers.aggregate import Config
+    from wattbus.plugins import resolve
+
+    folder = Path(__file__).resolve().parents[2] / "consumers" / "aggregate"
+    sample = load_config(folder / "sample.toml", resolve)
+    assert sample.consumers["aggregate"].grid == ["shelly/mains"] and sample.tariff.capacity_min_kw == 2.5
+    demo = (folder / "demo.toml").read_text().replace("${sink}", "sqlite:///demo/wattbus.db")
+    app = parse_config(demo, folder / "demo.toml", resolve)
+    assert app.consumers["aggregate"].sink == "sqlite:///demo/wattbus.db" and app.tariff is not None
+    readme = (folder / "README.md").read_text()
+    for key in msgspec.structs.fields(Config):
+        if key.name != "type":
+            assert f"`{key.name}`" in readme, key.name
