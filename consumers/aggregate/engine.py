@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from bus.envelope import Reading
+from bus.log import RateLimitedLog
 from bus.rollup import PERIODS, SITE_SOURCE, Bucket
 from bus.sinks.base import Sink
 from bus.tariff import Tariff
@@ -50,8 +51,9 @@ class Settings:
     """A span longer than this may still be filled by late readings (the Shelly backfill fills > 60 s)."""
     complete: float = 0.99
     """Coverage from which a bucket that is over is ``complete`` rather than ``partial``."""
-    max_future_ms: int = DAY_MS
-    """Readings stamped further ahead of the wall clock are refused (one would freeze the device)."""
+    max_future_ms: int = 400 * DAY_MS
+    """Readings stamped further ahead of the wall clock are refused (one would freeze the device). Generous:
+    a simulated meter running faster than real time is ahead of the clock on purpose."""
     restore_wait_s: float = 30.0
     """At start, how long to wait for the store to hold the readings counted before the stop."""
     rules: Rules = Rules()
@@ -77,6 +79,7 @@ class DeviceState:
         self.latest: dict[str, int] = {}  # per period: newest start written (only that one is retained)
         self.initialized = False
         self.restored = False  # history found in the sink
+        self.live = False  # its newest reading was recent when it came: the wall clock is its time too
 
     @property
     def key(self) -> tuple[str, str]:
@@ -101,6 +104,7 @@ class Engine:
         self.members = set(site.members) if site else set()
         self.site_changed: set[int] = set()
         self.rejected: list[tuple[Reading, str]] = []
+        self.events = RateLimitedLog(self.log, every=60.0)
         self.counters: dict[str, int] = {k: 0 for k in (
             "readings", "duplicates", "late_filled", "late_closed", "counter_resets", "future_refused",
             "buckets_written", "restored_devices")}
@@ -193,11 +197,11 @@ class Engine:
                     v[f] += x  # type: ignore[index]
                 for f, x in vitems:
                     v[f] += x  # type: ignore[index]
-            else:
+            else:  # closed slots (before fs) keep what they had: a period reaching back into them is cut
                 if citems:
-                    spread(lo, ts, citems, 1, get)
+                    spread(lo, ts, citems, 1, get, fs)
                 if vitems:
-                    spread(c0, ts, vitems, 1, get)
+                    spread(c0, ts, vitems, 1, get, fs)
                 bits = 0
             v[R] += 1  # type: ignore[index]
             acc.known |= bits | R_BIT  # type: ignore[union-attr]
@@ -216,6 +220,8 @@ class Engine:
                 pts[ts] = cur
             prev, last = cur, ts
         dev.tail, dev.hwm = prev, last
+        if last is not None and i < n:
+            dev.live = wall - last < max(self.s.grace_ms, DAY_MS)
 
     @staticmethod
     def _add_point(get: Callable[[int], Acc], cur: Point) -> None:
@@ -236,9 +242,9 @@ class Engine:
 
     def _resets(self, dev: DeviceState, n: int, ts: int) -> None:
         self.counters["counter_resets"] += n
-        self.log.warning("%s/%s: counter reset or meter swap before %s (went down, or up faster than %.0f W "
-                         "could deliver): that span's counter energy is not counted", dev.source, dev.device,
-                         _iso(ts), self.s.rules.max_power_w)
+        self.events.warning(f"reset:{dev.source}/{dev.device}", "%s/%s: counter reset or meter swap before %s "
+                            "(went down, or up faster than %.0f W could deliver): that span's counter energy "
+                            "is not counted", dev.source, dev.device, _iso(ts), self.s.rules.max_power_w)
 
     def _late(self, dev: DeviceState, r: Reading, fs: int | None, get: Callable[[int], Acc]) -> None:
         c = r.ts
@@ -268,9 +274,9 @@ class Engine:
             dev.pts[fs] = V
             A, a = V, fs
         cur = point(r)
-        self._span(A, B, -1, get, None)
-        self._span(A, cur, 1, get, None)
-        self._span(cur, B, 1, get, None)
+        self._span(A, B, -1, get, fs)
+        self._span(A, cur, 1, get, fs)
+        self._span(cur, B, 1, get, fs)
         self._add_point(get, cur)
         new: list[tuple[int, int | None]] = []
         if a is None or c - a > self.s.hole_ms:
@@ -295,8 +301,9 @@ class Engine:
             acc = self._bucket(dev, period, start)
             acc.v[LATE] += 1
             self._dirty(dev, acc)
-        self.log.warning("%s/%s: reading at %s arrived after its buckets closed (grace %.0f h): counted as "
-                         "late, not applied", dev.source, dev.device, _iso(r.ts), self.s.grace_ms / 3.6e6)
+        self.events.warning(f"late:{dev.source}/{dev.device}", "%s/%s: reading at %s arrived after its "
+                            "buckets closed (grace %.0f h): counted as late, not applied", dev.source, dev.device,
+                            _iso(r.ts), self.s.grace_ms / 3.6e6)
 
     # -- buckets in memory and in the sink ------------------------------------------------------------
     def _bucket(self, dev: DeviceState, period: str, start: int, create: bool = True) -> Acc | None:
@@ -481,7 +488,8 @@ class Engine:
 
     # -- statuses and output -------------------------------------------------------------------------
     def now(self, dev: DeviceState, wall: int) -> int | None:
-        """The device's time: its newest reading, or the wall clock while it is live (its data is recent)."""
+        """The device's time: its newest reading; for a live device (its newest reading was recent when it
+        came) the wall clock when that is later, so a meter that falls silent still sees its buckets close."""
         if dev.source == SITE_SOURCE:
             nows = [n for n in (self.now(d, wall) for d in (self.devices.get(k) for k in self.members)
                                 if d is not None) if n is not None]
@@ -489,7 +497,7 @@ class Engine:
         h = dev.hwm
         if h is None:
             return None
-        return max(h, wall) if wall - h < 2 * self.s.grace_ms else h
+        return max(h, wall) if dev.live else h
 
     def status(self, acc: Acc, now: int | None) -> str:
         if now is None or acc.end > now:
