@@ -242,9 +242,9 @@ class Engine:
 
     def _resets(self, dev: DeviceState, n: int, ts: int) -> None:
         self.counters["counter_resets"] += n
-        self.events.warning(f"reset:{dev.source}/{dev.device}", "%s/%s: counter reset or meter swap before %s "
-                            "(went down, or up faster than %.0f W could deliver): that span's counter energy "
-                            "is not counted", dev.source, dev.device, _iso(ts), self.s.rules.max_power_w)
+        self.events.warning(f"reset:{dev.source}/{dev.device}", "%s/%s: counter reset or meter swap before "
+                            "%s (went down, or up faster than %.0f W could deliver): that span's counter "
+                            "energy is not counted", dev.source, dev.device, _iso(ts), self.s.rules.max_power_w)
 
     def _late(self, dev: DeviceState, r: Reading, fs: int | None, get: Callable[[int], Acc]) -> None:
         c = r.ts
@@ -302,8 +302,8 @@ class Engine:
             acc.v[LATE] += 1
             self._dirty(dev, acc)
         self.events.warning(f"late:{dev.source}/{dev.device}", "%s/%s: reading at %s arrived after its "
-                            "buckets closed (grace %.0f h): counted as late, not applied", dev.source, dev.device,
-                            _iso(r.ts), self.s.grace_ms / 3.6e6)
+                            "buckets closed (grace %.0f h): counted as late, not applied", dev.source,
+                            dev.device, _iso(r.ts), self.s.grace_ms / 3.6e6)
 
     # -- buckets in memory and in the sink ------------------------------------------------------------
     def _bucket(self, dev: DeviceState, period: str, start: int, create: bool = True) -> Acc | None:
