@@ -244,7 +244,8 @@ class Engine:
         self.counters["counter_resets"] += n
         self.events.warning(f"reset:{dev.source}/{dev.device}", "%s/%s: counter reset or meter swap before "
                             "%s (went down, or up faster than %.0f W could deliver): that span's counter "
-                            "energy is not counted", dev.source, dev.device, _iso(ts), self.s.rules.max_power_w)
+                            "energy is not counted", dev.source, dev.device, _iso(ts),
+                            self.s.rules.max_power_w)
 
     def _late(self, dev: DeviceState, r: Reading, fs: int | None, get: Callable[[int], Acc]) -> None:
         c = r.ts
