@@ -122,14 +122,20 @@ class Engine:
         if self.site_state is not None and not self.site_state.initialized:
             self._restore(self.site_state, wall)
         for key, rs in groups.items():
-            dev = self.devices.get(key)
-            if dev is None:
-                dev = DeviceState(key[0], key[1], self.roles.get(key))
-                self._restore(dev, wall)
-                self.devices[key] = dev
+            dev = self._device(key, wall)
             self._feed(dev, rs, wall)
             self.counters["readings"] += len(rs)
         self._settle(wall)
+
+    def _device(self, key: tuple[str, str], wall: int) -> DeviceState:
+        """The device's state, restored from the sink the first time it is needed (installed only once
+        the restore succeeded)."""
+        dev = self.devices.get(key)
+        if dev is None:
+            dev = DeviceState(key[0], key[1], self.roles.get(key))
+            self._restore(dev, wall)
+            self.devices[key] = dev
+        return dev
 
     def _getter(self, dev: DeviceState) -> Callable[[int], Acc]:
         slots, changed = dev.slots, dev.changed
@@ -433,9 +439,11 @@ class Engine:
     def _site_slot(self, acc: Acc) -> None:
         assert self.site is not None
 
+        wall = int(self.clock() * 1000)
+
         def member(key: tuple[str, str]) -> Acc | None:
-            dev = self.devices.get(key)
-            return None if dev is None else self._bucket(dev, "15m", acc.start, create=False)
+            # a member that has not reported since the start may still have this slot in the sink
+            return self._bucket(self._device(key, wall), "15m", acc.start, create=False)
 
         site_slot(acc, [member(k) for k in self.site.grid], [member(k) for k in self.site.solar],
                   [member(k) for k in self.site.battery], self.tariff)

@@ -265,3 +265,27 @@ def test_a_tariff_config_error_names_the_file_the_key_and_what_is_expected(tmp_p
         "[tariff]\nfixed_per_day = 0.5\n[tariff.import]\nprice = 0.3\n", tmp_path / "w.toml", resolve
     )
     assert ok.tariff is not None and ok.tariff.import_.price == 0.3
+
+
+def test_after_a_restart_the_site_uses_the_stored_slots_of_a_meter_that_has_not_reported_yet(tmp_path):
+    from bus.sinks.sqlite import SqliteSink
+
+    rs = site_hour()
+    db = tmp_path / "w.db"
+    sink = SqliteSink(f"sqlite:///{db}")
+    sink.ensure_schema()
+    sink.write(rs)  # the store
+    t = local_ms("2024-06-03 10:00")
+    before = [r for r in rs if r.device == "solar" or r.ts < t + 15 * MIN]  # solar all, grid until 10:15
+    after = [r for r in rs if r.device == "mains" and r.ts >= t + 15 * MIN]
+    first = Run(make_engine(grid=["shelly/mains"], solar=["shelly/solar"], tariff=FLAT, rollups=sink,
+                            readings=sink), sink=sink)
+    first.feed(before)
+    second = Run(make_engine(grid=["shelly/mains"], solar=["shelly/solar"], tariff=FLAT, rollups=sink,
+                             readings=sink), sink=sink)
+    second.feed(after)  # only the grid meter reports after the restart
+    h = sink.read_buckets("site", "home", "1h", t, t + 1)[0]
+    want = Run(site_engine()).feed(rs).get("site", "home", "1h", t)
+    assert (h.solar_wh, h.home_wh, h.cost_without_solar) == pytest.approx(
+        (want.solar_wh, want.home_wh, want.cost_without_solar))
+    assert h.solar_wh == pytest.approx(1100.0)
