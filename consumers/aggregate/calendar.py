@@ -74,7 +74,7 @@ class Calendar:
                 if local.hour == h and local.minute == 0 and local.date() == d and start <= t < end:
                     hours.append(t)  # exists (in a spring-forward gap it would come back as another hour)
         hours = sorted(set(hours) | {start})
-        if len(self._days) > 4000:
+        if len(self._days) > 800:
             self._days.clear()
             self._slot_parents.clear()
         got = self._days[d] = Day(d, start, end, hours)
@@ -108,7 +108,7 @@ class Calendar:
             hour = day.hours[bisect.bisect_right(day.hours, slot_start) - 1]
             got = (hour, day.start, self._period_start(day, "1w"), self._period_start(day, "1mo"),
                    self._period_start(day, "1y"))
-            if len(self._slot_parents) > 200_000:
+            if len(self._slot_parents) > 20_000:
                 self._slot_parents.clear()
             self._slot_parents[slot_start] = got
         return got

@@ -380,14 +380,22 @@ class Engine:
                              "restart is a gap", dev.source, dev.device)
             return
         deadline = time.monotonic() + self.s.restore_wait_s
-        while True:
-            pts = [point(r) for r in self.readings.read(dev.source, dev.device, t0, hwm + 1)]
+        while True:  # streamed: a week of one-second readings must not sit in memory, only the holes' ends
             counts: dict[int, int] = {}
-            for p in pts:
+            holes: list[tuple[int, int | None]] = []
+            ends: dict[int, Point] = {}
+            prev = None
+            for r in self.readings.read(dev.source, dev.device, t0, hwm + 1):
+                p = point(r)
                 s = (p[TS] - 1) // SLOT_MS * SLOT_MS
                 counts[s] = counts.get(s, 0) + 1
+                if prev is not None and p[TS] - prev[TS] > self.s.hole_ms:
+                    holes.append((p[TS], prev[TS]))
+                    ends[prev[TS]] = prev
+                    ends[p[TS]] = p
+                prev = p
             short = {s for s, acc in dev.slots.items() if s >= t0 and counts.get(s, 0) < acc.v[R]}
-            if pts and pts[-1][TS] == hwm and not short:
+            if prev is not None and prev[TS] == hwm and not short:
                 break
             if time.monotonic() > deadline:
                 self.log.error("%s/%s: the store (%s) does not hold the readings counted before the "
@@ -396,14 +404,7 @@ class Engine:
                                self.readings.describe(), _iso(hwm))
                 return
             time.sleep(0.5)
-        prev = None
-        for p in pts:
-            if prev is not None and p[TS] - prev[TS] > self.s.hole_ms:
-                dev.holes.append((p[TS], prev[TS]))
-                dev.pts[prev[TS]] = prev
-                dev.pts[p[TS]] = p
-            prev = p
-        dev.tail = pts[-1]
+        dev.holes, dev.pts, dev.tail = holes, ends, prev
 
     # -- settling a batch: slot prices, the site, parents, statuses ----------------------------------
     def _settle(self, wall: int) -> None:

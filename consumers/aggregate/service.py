@@ -258,10 +258,9 @@ class _SafeReadings:
 
     def read(self, source: str, device: str, start_ms: int, end_ms: int):
         try:
-            return list(self.sink.read(source, device, start_ms, end_ms))
+            yield from self.sink.read(source, device, start_ms, end_ms)
         except SinkError:
             raise
         except Exception as exc:  # e.g. sqlite: no such table (no store has run yet)
             self.ctx.log.warning("cannot read stored readings of %s/%s from %s: %s", source, device,
                                  self.sink.describe(), exc)
-            return []
