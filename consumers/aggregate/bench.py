@@ -65,11 +65,13 @@ def main(argv: list[str]) -> int:
     finally:
         broker.stop()
     print()
-    print(f"{'path':<28}{'readings':>10}{'seconds':>10}{'readings/s':>13}{'peak RSS MB':>13}")
+    print(f"{'path':<28}{'readings':>10}{'seconds':>10}{'readings/s':>13}{'peak RSS MB':>13}"
+          f"{'RSS after MB':>14}")
     for name, r in (("replay (broker, batched)", fast), ("naive (1 per message)", naive),
                     ("ceiling (in process)", ceiling)):
         rss = f"{r['rss_mb']:.1f}" if r.get("rss_mb") else "-"
-        print(f"{name:<28}{r['n']:>10,}{r['seconds']:>10.2f}{r['rate']:>13,.0f}{rss:>13}")
+        after = f"{r['settled_mb']:.1f}" if r.get("settled_mb") else "-"
+        print(f"{name:<28}{r['n']:>10,}{r['seconds']:>10.2f}{r['rate']:>13,.0f}{rss:>13}{after:>14}")
     print(f"recompute a whole year from the store: {recompute['seconds']:.2f} s "
           f"({recompute['n']:,} readings read back and aggregated, {recompute['buckets']:,} buckets)")
     print(f"replay / ceiling: {fast['rate'] / ceiling['rate']:.0%}; replay / naive: "
@@ -214,6 +216,8 @@ batch_wait = {0.05 if batch_max > 1 else 0}
             bar.update(done, expected)
     seconds = time.monotonic() - t0
     rss = max(rss, _rss_mb(agg.pid))
+    time.sleep(2.0)
+    settled = _rss_mb(agg.pid, "VmRSS:")
     for p in (producer, agg):
         p.send_signal(signal.SIGTERM)
     for p in (producer, agg):
@@ -222,15 +226,15 @@ batch_wait = {0.05 if batch_max > 1 else 0}
         except subprocess.TimeoutExpired:
             p.kill()
     sink.close()
-    return {"n": done, "seconds": seconds, "rate": done / seconds, "rss_mb": rss,
+    return {"n": done, "seconds": seconds, "rate": done / seconds, "rss_mb": rss, "settled_mb": settled,
             "complete": done == expected}
 
 
-def _rss_mb(pid: int) -> float:
-    """Peak resident set of a running process (VmHWM), MB."""
+def _rss_mb(pid: int, field: str = "VmHWM:") -> float:
+    """Resident set of a running process, MB: its peak (VmHWM) or now (VmRSS)."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(field):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass

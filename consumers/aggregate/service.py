@@ -72,6 +72,9 @@ class AggregateService:
                                    log=ctx.log)
         self.lock = threading.Lock()
         self.publisher = Publisher(ctx)
+        self._wake = threading.Event()
+        self._spans: list[tuple[int, int]] = []
+        self._spans_lock = threading.Lock()
         self.schema_ok = False
         self._seen = dict.fromkeys(self.engine.counters, 0)
         ctx.add_health(self._health)
@@ -111,6 +114,7 @@ class AggregateService:
         for r, reason in rejected:
             self.ctx.dead_letter(orjson.dumps(to_dict(r)), reason, topics.reading(r.source, r.device))
         self._count()
+        self.publisher.wait_for_room()  # outside the lock: the MQTT thread may need it meanwhile
 
     def _flush(self) -> None:
         """Write the pending buckets (raises when the sink refuses: they stay pending), then publish them."""
@@ -131,13 +135,27 @@ class AggregateService:
         self._seen = snap
 
     def _tick_loop(self) -> None:
+        """Statuses by the clock every ``tick``, and repricing as soon as new prices came in."""
         every = max(1.0, duration_ms(self.cfg.tick, "tick") / 1000)
-        while not self.ctx.wait(every):
+        next_tick = time.monotonic() + every
+        while not self.ctx.stopping.is_set():
+            self._wake.wait(max(0.0, next_tick - time.monotonic()))
+            self._wake.clear()
+            if self.ctx.stopping.is_set():
+                return
+            with self._spans_lock:
+                spans, self._spans = self._spans, []
+            due = time.monotonic() >= next_tick
+            if due:
+                next_tick = time.monotonic() + every
             try:
                 with self.lock:
+                    for lo, hi in spans:
+                        self.engine.reprice(lo, hi)
+                    if due:
+                        self.engine.tick()
                     if not self.schema_ok:
                         continue
-                    self.engine.tick()
                     self._flush()
             except SinkError as exc:
                 self.ctx.log.warning("status check: sink unavailable, will retry: %s", exc)
@@ -153,19 +171,15 @@ class AggregateService:
                 return
             span = side.dynamic.merge(entries)
             self.ctx.log.info("prices: %d entries from %s", len(entries), msg.topic)
-            if span is None:
-                return
-            try:
-                with self.lock:
-                    self.engine.reprice(*span)
-                    if self.schema_ok:
-                        self._flush()
-            except Exception:
-                self.ctx.log.exception("repricing after new prices failed; the next batch writes them")
+            if span is not None:  # repriced by the tick thread: this is the MQTT thread, it must not wait
+                with self._spans_lock:
+                    self._spans.append(span)
+                self._wake.set()
 
         return on_message
 
     def close(self) -> None:
+        self._wake.set()  # let the tick thread see the stop
         with self.lock:
             try:
                 if self.schema_ok:
@@ -212,7 +226,16 @@ class Publisher:
         with self._cv:
             self.waiting[key] = (topic, payload, retain)
             self._cv.notify_all()
+
+    def wait_for_room(self, patience_s: float = 30.0) -> None:
+        """Wait while more than ``cap`` buckets wait (the broker is slower than aggregating, or away)."""
+        deadline = time.monotonic() + patience_s
+        with self._cv:
             while len(self.waiting) > self.cap and not self.ctx.stopping.is_set():
+                if time.monotonic() > deadline:
+                    self.ctx.log.warning("%d buckets wait to be published (is the broker away?); going on",
+                                         len(self.waiting))
+                    return
                 self._cv.wait(0.2)
 
     def _run(self) -> None:
