@@ -5,6 +5,7 @@ Four measurements in one run:
 - **replay**: the hhpc producer replays the year flat out through a private Mosquitto (the project's config)
   into an aggregate consumer process (SQLite rollups), as real processes at QoS 1: readings/s from the first
   reading to the year bucket counting the last one, and the consumer's peak RSS;
+- **paced**: January at a few thousand readings/s, which the consumer keeps up with: its own footprint;
 - **naive**: the same on a sample with one reading per message and per handler call (no batching);
 - **ceiling**: the same engine in this process, readings handed over directly (no broker, no decode);
 - **recompute**: a whole year rebuilt from the store: the raw readings in a SQLite ``readings`` table read
@@ -33,6 +34,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--naive", type=int, default=3000, help="readings in the naive sample")
     ap.add_argument("--batch", type=int, default=1000, help="readings per message on the replay")
     ap.add_argument("--keep", action="store_true", help="keep the work folder (logs, databases)")
+    ap.add_argument("--paced-speed", type=float, default=300_000.0,
+                    help="dataset time per real time of the paced replay of January (its RSS is the "
+                         "consumer's own: the broker never far ahead of it); 0 skips it")
     args = ap.parse_args(argv)
 
     from wattbus.broker import Broker
@@ -54,12 +58,12 @@ def main(argv: list[str]) -> int:
     print(f"broker: mosquitto on 127.0.0.1:{broker.port} (project config)")
     try:
         fast = _replay(work, broker, "fast", dataset, total, batch=args.batch, batch_max=10_000)
-        sample = work / "naive.txt"
-        with open(dataset) as src, open(sample, "w") as dst:
-            for i, line in enumerate(src):
-                if i > args.naive:
-                    break
-                dst.write(line)
+        paced = None
+        if args.paced_speed:
+            month = _head(dataset, work / "paced.txt", 31 * 1440)
+            paced = _replay(work, broker, "paced", month, sum(1 for _ in _readings(month)), batch=args.batch,
+                            batch_max=10_000, speed=args.paced_speed)
+        sample = _head(dataset, work / "naive.txt", args.naive)
         naive = _replay(work, broker, "naive", sample, sum(1 for _ in _readings(sample)), batch=1,
                         batch_max=1)
     finally:
@@ -67,8 +71,11 @@ def main(argv: list[str]) -> int:
     print()
     print(f"{'path':<28}{'readings':>10}{'seconds':>10}{'readings/s':>13}{'peak RSS MB':>13}"
           f"{'RSS after MB':>14}")
-    for name, r in (("replay (broker, batched)", fast), ("naive (1 per message)", naive),
-                    ("ceiling (in process)", ceiling)):
+    rows = [("replay (broker, batched)", fast), ("naive (1 per message)", naive),
+            ("ceiling (in process)", ceiling)]
+    if paced:
+        rows.insert(1, ("paced (January)", paced))
+    for name, r in rows:
         rss = f"{r['rss_mb']:.1f}" if r.get("rss_mb") else "-"
         after = f"{r['settled_mb']:.1f}" if r.get("settled_mb") else "-"
         print(f"{name:<28}{r['n']:>10,}{r['seconds']:>10.2f}{r['rate']:>13,.0f}{rss:>13}{after:>14}")
@@ -95,6 +102,16 @@ def _readings(dataset: Path):
             yield Reading("hhpc", DEVICE, ts, {}, seq, 60.0, "missing")
         else:
             yield Reading("hhpc", DEVICE, ts, row.metrics, seq, 60.0, "ok")
+
+
+def _head(dataset: Path, out: Path, rows: int) -> Path:
+    """The first ``rows`` rows of the dataset (with its header) as a file of its own."""
+    with open(dataset) as src, open(out, "w") as dst:
+        for i, line in enumerate(src):
+            if i > rows:
+                break
+            dst.write(line)
+    return out
 
 
 def _chunks(items, n: int):
@@ -163,7 +180,7 @@ def _recompute(work: Path, dataset: Path) -> dict:
 
 
 def _replay(work: Path, broker, label: str, dataset: Path, expected: int, *, batch: int,
-            batch_max: int) -> dict:
+            batch_max: int, speed: float = 0.0) -> dict:
     from bus.sinks.base import open_sink
     from wattbus.progress import Progress
 
@@ -184,6 +201,7 @@ type = "hhpc"
 dataset = "{dataset}"
 mode = "replay"
 batch = {batch}
+speed = {speed}
 """)
     (work / f"{label}-agg.toml").write_text(head + f"""
 [consumer.agg{label}]
