@@ -21,6 +21,7 @@ import msgspec
 
 from bus.envelope import NAME_RULE, Limits, is_name
 from bus.secrets import SecretError, read_secret
+from bus.tariff import TariffConfig
 
 DEFAULT_PATHS = (Path("wattbus.toml"), Path("/etc/wattbus/wattbus.toml"))
 PASSWORD_ENV = "WATTBUS_MQTT_PASSWORD"
@@ -163,6 +164,7 @@ class _Top(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     site: SiteConfig = msgspec.field(default_factory=SiteConfig)
     log: LogConfig = msgspec.field(default_factory=LogConfig)
     readings: ReadingsConfig = msgspec.field(default_factory=ReadingsConfig)
+    tariff: TariffConfig | None = None
     producer: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
     consumer: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
 
@@ -178,6 +180,8 @@ class AppConfig:
     producers: dict[str, PluginConfig] = field(default_factory=dict)
     consumers: dict[str, PluginConfig] = field(default_factory=dict)
     readings: ReadingsConfig = field(default_factory=ReadingsConfig)
+    tariff: TariffConfig | None = None
+    """``[tariff]`` (bus.tariff): None when the file has none."""
 
     @property
     def tz(self) -> ZoneInfo:
@@ -281,7 +285,7 @@ def parse_config(text: str, path: Path, resolve: Resolver) -> AppConfig:
                         f"a producer has the same name; process names must be unique")
     if problems:
         raise ConfigError(problems)
-    return AppConfig(path, top.mqtt, top.site, top.log, producers, consumers, top.readings)
+    return AppConfig(path, top.mqtt, top.site, top.log, producers, consumers, top.readings, tariff=top.tariff)
 
 
 def _plugins(raw: dict, kind: str, path: Path, lines: _KeyLines, resolve: Resolver,

@@ -39,6 +39,9 @@ NAME_CORE = r"[a-z0-9][a-z0-9_-]{0,63}"
 NAME_PATTERN = rf"^{NAME_CORE}\Z"
 """Device, process and source names. ``\\Z``, not ``$``: ``$`` also matches before a trailing newline, and
 a name ends up in topics, SQL text and file names. Use :func:`is_name` rather than matching by hand."""
+NAME_SCHEMA_PATTERN = rf"^{NAME_CORE}$"
+"""The same rule for published JSON Schema / OpenAPI documents, whose regexes are ECMA-262: there ``$`` is the
+end of input and ``\Z`` does not exist. The API's path parameters use it; names still reach Python checks."""
 NAME_RULE = ("1 to 64 characters: lowercase letters a-z, digits 0-9, '_' and '-', starting with a letter or "
              "digit")
 _NAME_RE = re.compile(NAME_CORE)

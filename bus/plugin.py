@@ -59,6 +59,8 @@ class Plugin:
     """What a user opens for a configured instance: label -> URL (``wattbus demo`` prints them)."""
     readings_sink: Callable[[Any], str] | None = None
     """The sink URL where a configured instance stores readings (``wattbus export`` reads it)."""
+    buckets_sink: Callable[[Any], str] | None = None
+    """The sink URL where a configured instance stores calendar buckets (``wattbus export --period``)."""
     metrics: Callable[[], Iterable[str]] | None = None
     """Every metric key the plugin's device tables map to (a test checks each is a row of metrics.toml)."""
 

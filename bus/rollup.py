@@ -10,6 +10,7 @@ Every numeric field is optional: a meter without export leaves ``energy_export_w
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
 import msgspec
@@ -65,11 +66,47 @@ class Bucket(msgspec.Struct, kw_only=True, omit_defaults=True):
     currency: str | None = None
     late: int = 0
     """Readings that arrived after the bucket was closed: counted, not applied."""
+    # added by the aggregate consumer (issue 10)
+    battery_charge_wh: float | None = None
+    """Site balance: energy into the battery devices (their export)."""
+    battery_discharge_wh: float | None = None
+    """Site balance: energy out of the battery devices (their import)."""
+    last_ts: int | None = None
+    """ts of the newest reading counted in the bucket (where a restart resumes)."""
+    rev: int = 0
+    """Revision: +1 every time the bucket changes. Readers that see two copies keep the higher one (a
+    time-series database such as VictoriaMetrics keeps every write; a subscriber can drop a stale one)."""
 
 
 KEY_FIELDS = ("source", "device", "period", "start")
 META_FIELDS = ("v", "end", "label", "status", "coverage", "readings", "currency", "late")
 VALUE_FIELDS = tuple(f for f in Bucket.__struct_fields__ if f not in KEY_FIELDS and f not in META_FIELDS)
+
+PERIOD_LABELS = {"15m": "2024-10-27T02:00+02:00", "1h": "2024-10-27T02:00+02:00", "1d": "2024-10-27",
+                 "1w": "2024-W43", "1mo": "2024-10", "1y": "2024"}
+"""What a ``label`` looks like per period: local start with its UTC offset, date, ISO week, month, year."""
+
+
+def label_of(period: str, local_start: datetime) -> str:
+    """The ``label`` of a bucket from its local start (an aware datetime in the site's time zone)."""
+    if period in ("15m", "1h"):
+        return local_start.isoformat(timespec="minutes")
+    if period == "1d":
+        return local_start.date().isoformat()
+    if period == "1w":
+        year, week, _ = local_start.isocalendar()
+        return f"{year}-W{week:02d}"
+    if period == "1mo":
+        return f"{local_start.year}-{local_start.month:02d}"
+    if period == "1y":
+        return str(local_start.year)
+    raise ValueError(f"unknown period {period!r}")
+
+
+def from_row(row: dict) -> Bucket:
+    """A bucket from a database row or document (None = absent; numbers stored as floats are fine)."""
+    return msgspec.convert({k: v for k, v in row.items() if v is not None}, Bucket, strict=False)
+
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(Bucket)

@@ -8,4 +8,5 @@ CONSUMERS: dict[str, str] = {
     "exporter": "consumers.exporter",
     "api": "consumers.api",
     "homeassistant": "consumers.homeassistant",
+    "aggregate": "consumers.aggregate",
 }

@@ -98,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
     s.add_argument("--sink", help="sink URL (default: the sink of the first consumer that stores readings)")
     s.add_argument("--store", help="which consumer's sink to read (by process name)")
+    s.add_argument("--period", choices=("15m", "1h", "1d", "1w", "1mo", "1y"),
+                   help="print the aggregate's buckets of this period instead of readings (source site: the balance)")
     s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("bench", help="a plugin's benchmark: replay (hhpc), adc, ... (prints figures)")

@@ -24,13 +24,15 @@ def parse_time(text: str, tz) -> int:
     return int(t.timestamp() * 1000)
 
 
-def readings_sinks(app: AppConfig) -> dict[str, str]:
-    """Consumer name -> sink URL, for every configured consumer whose plugin stores readings."""
+def readings_sinks(app: AppConfig, what: str = "readings") -> dict[str, str]:
+    """Consumer name -> sink URL, for every configured consumer whose plugin stores ``what`` (readings or
+    buckets)."""
     out = {}
     for name, cfg in app.consumers.items():
         p = plugin("consumer", cfg.type)
-        if p is not None and p.readings_sink is not None:
-            out[name] = p.readings_sink(cfg)
+        where = getattr(p, f"{what}_sink", None) if p is not None else None
+        if where is not None:
+            out[name] = where(cfg)
     return out
 
 
@@ -43,17 +45,18 @@ def run_export(args, load) -> int:
     if url is None:
         app = load(args)
         tz = app.tz
-        stores = readings_sinks(app)
+        what = "buckets" if getattr(args, "period", None) else "readings"
+        stores = readings_sinks(app, what)
         if args.store:
             if args.store not in stores:
-                print(f"wattbus export: no consumer named {args.store!r} stores readings "
+                print(f"wattbus export: no consumer named {args.store!r} stores {what} "
                       f"(these do: {', '.join(stores) or 'none'})", file=sys.stderr)
                 return 2
             url = stores[args.store]
         elif stores:
             url = next(iter(stores.values()))
         else:
-            print("wattbus export: no consumer in the config stores readings; give --sink URL",
+            print(f"wattbus export: no consumer in the config stores {what}; give --sink URL",
                   file=sys.stderr)
             return 2
     try:
@@ -64,6 +67,8 @@ def run_export(args, load) -> int:
     sink = open_sink(url)
     out = sys.stdout
     try:
+        if getattr(args, "period", None):
+            return _export_buckets(sink, args, start, end, out)
         if args.format == "jsonl":
             for r in sink.read(args.source, args.device, start, end):
                 out.buffer.write(orjson.dumps(to_dict(r)) + b"\n")
@@ -76,4 +81,21 @@ def run_export(args, load) -> int:
                             *(r.metrics.get(k, "") for k in METRICS)])
     finally:
         sink.close()
+    return 0
+
+
+def _export_buckets(sink, args, start: int, end: int, out) -> int:
+    """The aggregate's buckets of one device and period whose start lies in [from, to)."""
+    from bus import rollup
+
+    buckets = sink.read_buckets(args.source, args.device, args.period, start, end)
+    if args.format == "jsonl":
+        for b in buckets:
+            out.buffer.write(rollup.encode(b) + b"\n")
+    else:
+        w = csv.writer(out)
+        fields = rollup.Bucket.__struct_fields__
+        w.writerow(fields)
+        for b in buckets:
+            w.writerow(["" if getattr(b, f) is None else getattr(b, f) for f in fields])
     return 0

@@ -45,6 +45,7 @@ from influxdb_client.client.write_api import SYNCHRONOUS
 from influxdb_client.rest import ApiException
 
 from bus.envelope import Reading
+from bus.rollup import VALUE_FIELDS, Bucket, from_row
 from bus.sinks.base import DataError, Sink, SinkError
 from bus.sinks.urlopts import flag, options, reject_inline_secret, secret
 from schemas import METRICS
@@ -253,6 +254,144 @@ class InfluxSink(Sink):
             self._client.close()
             self._client = None
             self._write_api = None
+
+    # -- rollups: the aggregate consumer's buckets (bus.rollup) --------------------------------------
+    # Measurement ``rollups``, tags source/device/period (and currency), one point per bucket with every
+    # value as a field; the status as a number and the label rebuilt from the start and its UTC offset
+    # (time-series servers keep numbers). InfluxDB overwrites a point written again at the bucket's start.
+    # VictoriaMetrics keeps every write of the same timestamp and returns them in no fixed order, so there
+    # each write goes to ``start + rev`` ms (still inside the bucket) and a read keeps the highest revision.
+    def write_buckets(self, buckets: Sequence[Bucket]) -> None:
+        if not buckets:
+            return
+        _ = self.client
+        try:
+            shift = self._server_kind() == "victoria"
+            lines = [bucket_line(b, shift) for b in buckets]
+            for i in range(0, len(lines), self.batch):
+                self._write_api.write(self.bucket, self.org, "\n".join(lines[i:i + self.batch]),
+                                      write_precision=WritePrecision.MS)
+        except NETWORK_ERRORS as exc:
+            raise SinkError(f"influx {self.describe()}: rollups: {_reason(exc)}") from exc
+
+    def read_buckets(self, source: str, device: str, period: str, start_ms: int, end_ms: int) -> list[Bucket]:
+        end_ms = min(end_ms, MAX_MS + 1)
+        hi = min(end_ms + _LONGEST.get(period, DAY_MS), MAX_MS + 1)
+        try:
+            if self._server_kind() == "victoria":
+                points = self._rollup_points_victoria(source, device, period, start_ms, hi)
+            else:
+                points = self._rollup_points_flux(source, device, period, start_ms, hi)
+        except NETWORK_ERRORS as exc:
+            raise SinkError(f"influx {self.describe()}: rollups: {_reason(exc)}") from exc
+        newest: dict[int, dict] = {}
+        for fields in points:
+            start = fields.get("start")
+            if start is None or not start_ms <= start < end_ms:
+                continue
+            start = int(start)
+            if start not in newest or fields.get("rev", 0) >= newest[start].get("rev", 0):
+                newest[start] = fields
+        return [bucket_from_fields(source, device, period, newest[k]) for k in sorted(newest)]
+
+    def _rollup_points_victoria(self, source: str, device: str, period: str, lo: int, hi: int) -> list[dict]:
+        try:  # make the last writes searchable now (VictoriaMetrics shows them within a second otherwise)
+            httpx.get(f"{self.base}/internal/force_flush", timeout=self.timeout)
+        except httpx.HTTPError:
+            pass
+        match = (f'{{__name__=~"rollups_.+",source="{_label_value(source)}",device="{_label_value(device)}",'
+                 f'period="{_label_value(period)}"}}')
+        resp = httpx.post(f"{self.base}/api/v1/export", timeout=self.timeout,
+                          data={"match[]": match, "start": f"{lo / 1000:.3f}",
+                                "end": f"{(hi - 1) / 1000:.3f}"})
+        resp.raise_for_status()
+        by_ts: dict[tuple[int, str], dict] = {}
+        for raw in resp.content.splitlines():
+            if not raw.strip():
+                continue
+            series = orjson.loads(raw)
+            labels = series["metric"]
+            field = labels["__name__"][len("rollups_"):]
+            currency = labels.get("currency", "")
+            for ts, value in zip(series["timestamps"], series["values"]):
+                point = by_ts.setdefault((ts, currency), {"currency": currency or None})
+                point[field] = value
+        return list(by_ts.values())
+
+    def _rollup_points_flux(self, source: str, device: str, period: str, lo: int, hi: int) -> list[dict]:
+        where = (f'r._measurement == "rollups" and r.source == {_flux_string(source)} and '
+                 f'r.device == {_flux_string(device)} and r.period == {_flux_string(period)}')
+        flux = (f"from(bucket: {_flux_string(self.bucket)})\n"
+                f"  |> range(start: {_rfc3339(lo)}, stop: {_rfc3339(hi)})\n"
+                f"  |> filter(fn: (r) => {where})\n"
+                '  |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")')
+        out = []
+        for rec in self.client.query_api().query_stream(flux, org=self.org or None):
+            values = dict(rec.values)
+            values["currency"] = values.get("currency") or None
+            out.append(values)
+        return out
+
+
+STATUS_CODES = {"open": 0, "complete": 1, "partial": 2, "closed": 3}
+STATUS_NAMES = {v: k for k, v in STATUS_CODES.items()}
+_LONGEST = {"15m": 900_000, "1h": 7_200_000, "1d": 2 * DAY_MS, "1w": 8 * DAY_MS, "1mo": 32 * DAY_MS,
+            "1y": 367 * DAY_MS}
+"""Longest bucket of each period (a revision's point lies between its start and its end)."""
+_INT_FIELDS = ("start", "end", "readings", "late", "rev", "v", "last_ts")
+_FLOAT_FIELDS = ("coverage", *(f for f in VALUE_FIELDS if f not in _INT_FIELDS))
+
+
+def _label_value(s: str) -> str:
+    return s.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _offset_min(b: Bucket) -> int:
+    """The UTC offset of the bucket's local start, read back from its label."""
+    utc_naive = datetime(1970, 1, 1) + timedelta(milliseconds=b.start)
+    try:
+        if b.period in ("15m", "1h"):
+            off = datetime.fromisoformat(b.label).utcoffset()
+            return int(off.total_seconds() // 60) if off is not None else 0
+        if b.period == "1d":
+            local = datetime.fromisoformat(b.label)
+        elif b.period == "1w":
+            year, week = b.label.split("-W")
+            local = datetime.fromisocalendar(int(year), int(week), 1)
+        elif b.period == "1mo":
+            local = datetime.strptime(b.label, "%Y-%m")
+        else:
+            local = datetime(int(b.label), 1, 1)
+    except ValueError:
+        return 0
+    return round((local - utc_naive).total_seconds() / 60)
+
+
+def bucket_line(b: Bucket, shift: bool) -> str:
+    """One bucket as one line of line protocol; ``shift`` puts it at ``start + rev`` (VictoriaMetrics)."""
+    tags = (f"rollups,source={_escape_key(b.source)},device={_escape_key(b.device)},"
+            f"period={_escape_key(b.period)}")
+    if b.currency:
+        tags += f",currency={_escape_key(b.currency)}"
+    fields = [f"{k}={int(getattr(b, k))}i" for k in _INT_FIELDS if getattr(b, k) is not None]
+    fields += [f"{k}={float(getattr(b, k))!r}" for k in _FLOAT_FIELDS
+               if getattr(b, k) is not None and math.isfinite(getattr(b, k))]
+    fields.append(f"status={STATUS_CODES.get(b.status, 0)}i")
+    fields.append(f"offset_min={_offset_min(b)}i")
+    ts = b.start + min(b.rev, b.end - b.start - 1) if shift else b.start
+    return f"{tags} {','.join(fields)} {ts}"
+
+
+def bucket_from_fields(source: str, device: str, period: str, fields: dict) -> Bucket:
+    from bus.rollup import label_of
+
+    start = int(fields["start"])
+    offset = timezone(timedelta(minutes=int(fields.get("offset_min") or 0)))
+    row = {k: fields.get(k) for k in (*_INT_FIELDS, *_FLOAT_FIELDS)}
+    row.update(source=source, device=device, period=period, currency=fields.get("currency"),
+               status=STATUS_NAMES.get(int(fields.get("status") or 0), "open"),
+               label=label_of(period, datetime.fromtimestamp(start / 1000, offset)))
+    return from_row(row)
 
 
 def reading_from_fields(source: str, device: str, ts: int, fields: dict) -> Reading:

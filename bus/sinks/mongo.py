@@ -34,13 +34,15 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
+import msgspec
 import pymongo
-from pymongo import ASCENDING
+from pymongo import ASCENDING, ReplaceOne
 from bson.errors import InvalidDocument
 from pymongo.errors import BulkWriteError, CollectionInvalid, DocumentTooLarge, OperationFailure, PyMongoError
 from pymongo.write_concern import WriteConcern
 
 from bus.envelope import Reading
+from bus.rollup import Bucket, from_row
 from bus.sinks.base import DataError, Sink, SinkError
 from bus.sinks.urlopts import reject_inline_secret, secret
 
@@ -238,3 +240,42 @@ class MongoSink(Sink):
         if self._client is not None:
             self._client.close()
             self._client = None
+
+    # -- rollups: the aggregate consumer's buckets (bus.rollup) --------------------------------------
+    # One document per bucket in the ``rollups`` collection, the record's own shape (absent = None),
+    # unique on (source, device, period, start); an upsert replaces the whole document.
+    _rollups_ready = False
+
+    def _rollups(self):
+        coll = self.db.get_collection("rollups", write_concern=WriteConcern(j=True))
+        if not self._rollups_ready:
+            coll.create_index([("source", ASCENDING), ("device", ASCENDING), ("period", ASCENDING),
+                               ("start", ASCENDING)], unique=True, name="bucket_key")
+            self._rollups_ready = True
+        return coll
+
+    def write_buckets(self, buckets: Sequence[Bucket]) -> None:
+        if not buckets:
+            return
+        pairs = [({"source": b.source, "device": b.device, "period": b.period, "start": b.start},
+                  msgspec.to_builtins(b)) for b in buckets]
+        try:
+            coll = self._rollups()
+            try:
+                coll.bulk_write([ReplaceOne(key, doc, upsert=True) for key, doc in pairs], ordered=False)
+            except TypeError:  # a client without pymongo's current bulk API (mongomock): one at a time
+                for key, doc in pairs:
+                    coll.replace_one(key, doc, upsert=True)
+        except PyMongoError as exc:
+            self._rollups_ready = False
+            raise SinkError(f"mongodb {self.describe()}: rollups: {exc}") from exc
+
+    def read_buckets(self, source: str, device: str, period: str, start_ms: int, end_ms: int) -> list[Bucket]:
+        try:
+            docs = self.db["rollups"].find(
+                {"source": source, "device": device, "period": period,
+                 "start": {"$gte": start_ms, "$lt": min(end_ms, 2**63 - 1)}},
+                {"_id": 0}).sort("start", ASCENDING)
+            return [from_row(d) for d in docs]
+        except PyMongoError as exc:
+            raise SinkError(f"mongodb {self.describe()}: rollups: {exc}") from exc

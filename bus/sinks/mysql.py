@@ -28,6 +28,7 @@ import pymysql.cursors
 from pymysql.constants import ER
 
 from bus.envelope import Reading
+from bus.rollup import KEY_FIELDS, META_FIELDS, VALUE_FIELDS, Bucket, from_row
 from bus.sinks.base import DataError, Sink, SinkError
 from bus.sinks.urlopts import options, reject_inline_secret, secret
 from schemas import METRICS
@@ -288,6 +289,90 @@ class MysqlSink(Sink):
 
     def close(self) -> None:
         self._drop_connection()
+
+    # -- rollups: the aggregate consumer's buckets (bus.rollup) --------------------------------------
+    _ROLLUP_COLUMNS = KEY_FIELDS + META_FIELDS + VALUE_FIELDS
+    _rollups_ready = False
+
+    def _ensure_rollups(self, cur) -> None:
+        """Create the ``rollups`` table, or add the values added to ``Bucket`` since it was made."""
+        if self._rollups_ready:
+            return
+        cur.execute("SELECT GET_LOCK('wattbus_schema', 60)")
+        try:
+            cur.execute(CREATE_ROLLUPS.format(value_columns=",\n    ".join(f"`{k}` DOUBLE NULL"
+                                                                          for k in VALUE_FIELDS)))
+            cur.execute("SELECT COLUMN_NAME FROM information_schema.COLUMNS "
+                        "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'rollups'")
+            have = {r[0] for r in cur.fetchall()}
+            missing = [k for k in VALUE_FIELDS if k not in have]
+            if missing:
+                cur.execute("ALTER TABLE rollups "
+                            + ", ".join(f"ADD COLUMN `{k}` DOUBLE NULL" for k in missing))
+        finally:
+            cur.execute("SELECT RELEASE_LOCK('wattbus_schema')")
+        self._rollups_ready = True
+
+    def write_buckets(self, buckets: Sequence[Bucket]) -> None:
+        """Upsert in one transaction: committed (and so idempotent on the key) before returning."""
+        if not buckets:
+            return
+        cols = self._ROLLUP_COLUMNS
+        names = ", ".join(f"`{c}`" for c in cols)
+        updates = ", ".join(f"`{c}` = VALUES(`{c}`)" for c in cols[len(KEY_FIELDS):])
+        sql = (f"INSERT INTO rollups ({names}) VALUES ({', '.join(['%s'] * len(cols))}) "
+               f"ON DUPLICATE KEY UPDATE {updates}")
+        rows = [tuple(getattr(b, c) for c in cols) for b in buckets]
+        try:
+            conn = self.conn
+            with conn.cursor() as cur:
+                self._ensure_rollups(cur)
+                cur.executemany(sql, rows)
+            conn.commit()
+        except pymysql.err.MySQLError as exc:
+            self._drop_connection()
+            self._rollups_ready = False
+            raise SinkError(f"mysql {self.describe()}: rollups: {exc}") from exc
+
+    def read_buckets(self, source: str, device: str, period: str, start_ms: int, end_ms: int) -> list[Bucket]:
+        cols = self._ROLLUP_COLUMNS
+        sql = (f"SELECT {', '.join(f'`{c}`' for c in cols)} FROM rollups WHERE source = %s AND device = %s "
+               "AND period = %s AND start >= %s AND start < %s ORDER BY start")
+        try:
+            with self.conn.cursor() as cur:
+                try:
+                    cur.execute(sql, (source, device, period, start_ms, min(end_ms, 2**63 - 1)))
+                except pymysql.err.ProgrammingError as exc:
+                    if exc.args[0] == ER.NO_SUCH_TABLE:  # nothing aggregated yet; a read never creates
+                        self.conn.commit()
+                        return []
+                    raise
+                rows = cur.fetchall()
+            self.conn.commit()
+        except pymysql.err.MySQLError as exc:
+            self._drop_connection()
+            raise SinkError(f"mysql {self.describe()}: rollups: {exc}") from exc
+        return [from_row(dict(zip(cols, row))) for row in rows]
+
+
+CREATE_ROLLUPS = """
+CREATE TABLE IF NOT EXISTS rollups (
+    source VARCHAR(16) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+    device VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+    period VARCHAR(4) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+    start BIGINT NOT NULL COMMENT 'epoch ms UTC of the local calendar boundary',
+    v INT NOT NULL DEFAULT 1,
+    `end` BIGINT NOT NULL,
+    label VARCHAR(40) NOT NULL,
+    status VARCHAR(16) NOT NULL,
+    coverage DOUBLE NOT NULL,
+    readings BIGINT NOT NULL,
+    currency VARCHAR(8) NULL,
+    late BIGINT NOT NULL DEFAULT 0,
+    {value_columns},
+    PRIMARY KEY (source, device, period, start)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci
+"""
 
 
 @lru_cache(maxsize=4096)

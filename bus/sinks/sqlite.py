@@ -12,8 +12,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+import msgspec
+
 from bus.envelope import Reading
-from bus.rollup import KEY_FIELDS, META_FIELDS, VALUE_FIELDS, Bucket
+from bus.rollup import KEY_FIELDS, META_FIELDS, VALUE_FIELDS, Bucket, from_row
 from bus.sinks.base import DataError, Sink, SinkError
 from schemas import METRICS
 
@@ -171,7 +173,8 @@ class SqliteSink(Sink):
         updates = ", ".join(f'"{c}" = excluded."{c}"' for c in cols[len(KEY_FIELDS):])
         stmt = (f"INSERT INTO rollups ({names}) VALUES ({', '.join('?' * len(cols))}) "
                 f"ON CONFLICT (source, device, period, start) DO UPDATE SET {updates}")
-        rows = [tuple(getattr(b, c) for c in cols) for b in buckets]
+        at = [Bucket.__struct_fields__.index(c) for c in cols]
+        rows = [[t[i] for i in at] for t in map(msgspec.structs.astuple, buckets)]
         try:
             with self.db:
                 self.db.executemany(stmt, rows)
@@ -184,7 +187,7 @@ class SqliteSink(Sink):
             "SELECT " + ", ".join(f'"{c}"' for c in cols) + " FROM rollups "
             "WHERE source = ? AND device = ? AND period = ? AND start >= ? AND start < ? ORDER BY start",
             (source, device, period, start_ms, end_ms))
-        return [Bucket(**{c: v for c, v in zip(cols, row) if v is not None}) for row in cur]
+        return [from_row(dict(zip(cols, row))) for row in cur]
 
     def close(self) -> None:
         if self._db is not None:

@@ -7,7 +7,6 @@ Latest values come from the bus, history from the store's sink (readings) and th
 from __future__ import annotations
 
 import ipaddress
-import re
 from pathlib import Path
 
 import msgspec
@@ -15,7 +14,7 @@ import msgspec
 from bus.config import PluginConfig
 from bus.plugin import Plugin
 from bus.consumer import ConsumerContext
-from bus.envelope import NAME_PATTERN
+from bus.envelope import NAME_RULE, is_name
 
 
 class Config(PluginConfig, kw_only=True, forbid_unknown_fields=True):
@@ -53,10 +52,10 @@ class Config(PluginConfig, kw_only=True, forbid_unknown_fields=True):
         for key in ("grid", "solar"):
             for value in getattr(self, key):
                 src, _, dev = value.partition("/")
-                if not (re.match(NAME_PATTERN, src) and re.match(NAME_PATTERN, dev)):
+                if not (is_name(src) and is_name(dev)):
                     raise ValueError(f"`{key}`: expected \"source/device\" like \"shelly/mains\"; got {value!r}")
-        if self.hhpc_device is not None and not re.match(NAME_PATTERN, self.hhpc_device):
-            raise ValueError(f"`hhpc_device` must match {NAME_PATTERN}")
+        if self.hhpc_device is not None and not is_name(self.hhpc_device):
+            raise ValueError(f"`hhpc_device` {self.hhpc_device!r} is not allowed: {NAME_RULE}")
         if not 1 <= self.workers <= 16:
             raise ValueError("`workers` must be 1..16")
         for origin in self.cors_origins:

@@ -10,10 +10,10 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from bus.envelope import NAME_PATTERN
+from bus.envelope import NAME_SCHEMA_PATTERN
 from bus.rollup import Bucket
 
-Name = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN, description="a source or device name")]
+Name = Annotated[str, msgspec.Meta(pattern=NAME_SCHEMA_PATTERN, description="a source or device name")]
 Role = Literal["grid", "solar", "load", "battery"]
 
 

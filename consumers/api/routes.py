@@ -24,7 +24,7 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from bus import topics
 from bus.consumer import ConsumerContext
-from bus.envelope import NAME_PATTERN, Reading
+from bus.envelope import NAME_SCHEMA_PATTERN, Reading
 from bus.rollup import SITE_SOURCE, Period
 from consumers.api import models as m
 from consumers.api.history import History
@@ -37,8 +37,8 @@ from schemas import METRICS
 SSE_KEEPALIVE_S = 15.0
 CONFIG_ANSWER_WAIT_S = 3.0
 
-NameParam = Annotated[str, Parameter(pattern=NAME_PATTERN, max_length=64)]
-OptName = Annotated[str | None, Parameter(pattern=NAME_PATTERN, max_length=64)]
+NameParam = Annotated[str, Parameter(pattern=NAME_SCHEMA_PATTERN, max_length=64)]
+OptName = Annotated[str | None, Parameter(pattern=NAME_SCHEMA_PATTERN, max_length=64)]
 TimeParam = Annotated[str | None, Parameter(
     max_length=40, description="local date (2024-12-14) or time (2024-12-14T17:58) in site.timezone, "
                                "or epoch milliseconds")]

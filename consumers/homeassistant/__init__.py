@@ -11,7 +11,7 @@ import msgspec
 from bus import topics
 from bus.config import PluginConfig
 from bus.consumer import ConsumerContext
-from bus.envelope import NAME_PATTERN
+from bus.envelope import NAME_RULE, is_name
 
 _TOPIC_LEVEL = re.compile(r"^[a-zA-Z0-9_-]+(/[a-zA-Z0-9_-]+)*$")
 _ID = re.compile(r"^[a-zA-Z0-9_-]{1,32}$")
@@ -26,10 +26,10 @@ class RelayConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """The relay consumer's process name: its status joins the switch's availability."""
 
     def __post_init__(self) -> None:
-        if not re.match(NAME_PATTERN, self.name):
-            raise ValueError(f"`name` must match {NAME_PATTERN}")
-        if self.process is not None and not re.match(NAME_PATTERN, self.process):
-            raise ValueError(f"`process` must match {NAME_PATTERN}")
+        if not is_name(self.name):
+            raise ValueError(f"`name` {self.name!r} is not allowed: {NAME_RULE}")
+        if self.process is not None and not is_name(self.process):
+            raise ValueError(f"`process` {self.process!r} is not allowed: {NAME_RULE}")
 
 
 class Config(PluginConfig, kw_only=True, forbid_unknown_fields=True):
