@@ -41,7 +41,7 @@ NAME_PATTERN = rf"^{NAME_CORE}\Z"
 a name ends up in topics, SQL text and file names. Use :func:`is_name` rather than matching by hand."""
 NAME_SCHEMA_PATTERN = rf"^{NAME_CORE}$"
 """The same rule for published JSON Schema / OpenAPI documents, whose regexes are ECMA-262: there ``$`` is the
-end of input and ``\Z`` does not exist. The API's path parameters use it; names still reach Python checks."""
+end of input and ``\\Z`` does not exist. The API's path parameters use it; names still reach Python checks."""
 NAME_RULE = ("1 to 64 characters: lowercase letters a-z, digits 0-9, '_' and '-', starting with a letter or "
              "digit")
 _NAME_RE = re.compile(NAME_CORE)
