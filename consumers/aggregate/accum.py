@@ -8,8 +8,32 @@ of a house is ~1e13 µWh, far below 2**53), which is what lets a restart continu
 from __future__ import annotations
 
 from bus.rollup import SITE_SOURCE, Bucket
-from consumers.aggregate.energy import (BC, BD, COST, COV, CWS, EXP, ET1, ET2, GAS, GE, GI, IMP, IT1, IT2,
-                                        LATE, NF, PINT, REV, S1, S2, S3, SELF, SOL, R)
+from consumers.aggregate.energy import (
+    BC,
+    BD,
+    COST,
+    COV,
+    CWS,
+    ET1,
+    ET2,
+    EXP,
+    GAS,
+    GE,
+    GI,
+    IMP,
+    IT1,
+    IT2,
+    LATE,
+    NF,
+    PINT,
+    REV,
+    S1,
+    S2,
+    S3,
+    SELF,
+    SOL,
+    R,
+)
 
 U = 1e6  # µ per unit (Wh, m³)
 NANO = 1e9  # currency units per currency

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from bus.tariff import Tariff
 from consumers.aggregate.accum import DEMAND_DIV, Acc
-from consumers.aggregate.energy import BC, BD, COST, COV, CWS, EXP, GE, GI, IMP, REV, SELF, SOL, NF, R
+from consumers.aggregate.energy import BC, BD, COST, COV, CWS, EXP, GE, GI, IMP, NF, REV, SELF, SOL, R
 from consumers.aggregate.pricing import home_price
 
 ROLES = ("grid", "solar", "battery", "load")

@@ -95,7 +95,8 @@ def main(argv: list[str]) -> int:
 def _readings(dataset: Path):
     """The dataset's readings as the hhpc producer publishes them (streamed: a year never sits in memory)."""
     from bus.envelope import Reading
-    from producers.hhpc.dataset import iter_epochs, iter_rows
+    from producers.hhpc.dataset import iter_rows
+    from producers.hhpc.localtime import iter_epochs
 
     for seq, (ts, row) in enumerate(iter_epochs(iter_rows(dataset), ZoneInfo(TZ)), 1):
         if row.metrics is None:

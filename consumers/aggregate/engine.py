@@ -32,8 +32,24 @@ from bus.tariff import Tariff
 from consumers.aggregate.accum import DEMAND_DIV, Acc, from_bucket, to_bucket
 from consumers.aggregate.balance import Site, site_slot
 from consumers.aggregate.calendar import CHILD, Calendar
-from consumers.aggregate.energy import (COST, CWS, IMP, LATE, R, R_BIT, SLOT_MS, TAR, TS, P, Point, Rules,
-                                        point, span, spread, virtual)
+from consumers.aggregate.energy import (
+    COST,
+    CWS,
+    IMP,
+    LATE,
+    R_BIT,
+    SLOT_MS,
+    TAR,
+    TS,
+    P,
+    Point,
+    R,
+    Rules,
+    point,
+    span,
+    spread,
+    virtual,
+)
 from consumers.aggregate.pricing import capacity_charge, fixed_charge, price_device_slot
 
 INF = float("inf")

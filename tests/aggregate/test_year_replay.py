@@ -20,8 +20,9 @@ import pytest
 
 from bus import rollup
 from bus.sinks.sqlite import SqliteSink
-from producers.hhpc.dataset import iter_epochs, iter_rows
+from producers.hhpc.dataset import iter_rows
 from producers.hhpc.generate import generate_year
+from producers.hhpc.localtime import iter_epochs
 from tests.support.mqtt import Collector
 from tests.support.processes import WattbusProcess, write_config
 

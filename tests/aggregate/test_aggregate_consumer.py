@@ -11,9 +11,10 @@ import orjson
 import pytest
 
 from bus import rollup
+from bus.clock import EmulatedClock
 from bus.envelope import encode_batch, encode_reading
 from bus.sinks.sqlite import SqliteSink
-from producers.shelly.emulator import EmulatedShelly, SpeedClock
+from producers.shelly.emulator import EmulatedShelly
 from tests.aggregate.conftest import local_ms
 from tests.conftest import unique
 from tests.support.processes import run_cli, write_config
@@ -47,7 +48,7 @@ def agg_config(tmp_path, broker, body: str = "", **keys) -> Path:
 @pytest.mark.slow
 def test_a_late_shelly_backfill_fills_a_partial_hour(broker, processes, collector_factory, tmp_path):
     dev = unique("mains")
-    clock = SpeedClock(JUNE_MORNING, 1.0)  # 10:00 in Brussels
+    clock = EmulatedClock(JUNE_MORNING, 1.0)  # 10:00 in Brussels
     with EmulatedShelly(role="grid", clock=clock) as emu:
         cfg = agg_config(
             tmp_path,
