@@ -355,11 +355,14 @@ class BusClient:
         out = getattr(client, "_out_messages", {}).get(mid)
         topic = self.strip(out.topic) if out is not None else "?"
         code = int(getattr(reason_code, "value", reason_code or 0))
-        if code >= 0x80:
-            for hook in self._on_refused_hooks:
-                hook("publish", topic, _reason(reason_code))
-        for hook in self._on_publish_hooks:
-            hook(mid, code, topic)
+        try:
+            if code >= 0x80:
+                for hook in self._on_refused_hooks:
+                    hook("publish", topic, _reason(reason_code))
+            for hook in self._on_publish_hooks:
+                hook(mid, code, topic)
+        except Exception:  # a hook's bug must not kill paho's network thread (and with it every ack)
+            self.log.exception("publish-acknowledgement hook failed for %s", topic)
 
     def _on_message(self, client, userdata, m: paho.MQTTMessage) -> None:
         try:

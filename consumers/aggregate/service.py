@@ -217,7 +217,8 @@ class Publisher:
         self._thread = threading.Thread(target=self._run, name="agg-publish", daemon=True)
         self._thread.start()
 
-    def _acked(self, mid: int) -> None:
+    def _acked(self, mid: int, code: int = 0, topic: str = "") -> None:
+        """Any PUBACK frees a place (refused ones too: the bus counts and logs those)."""
         with self._cv:
             self.inflight = max(0, self.inflight - 1)
             self._cv.notify_all()
