@@ -32,7 +32,7 @@ def test_sample_and_demo_fragment_load():
         ('discovery_prefix = "homeassistant/#"', "consumer.ha.discovery_prefix: must be topic levels"),
         ("min_interval = -1", "consumer.ha.min_interval: must be >= 0 seconds"),
         ("max_devices = 0", "consumer.ha.max_devices: must be 1..100000"),
-        ('relays = [{name = "Bad Name"}]', "consumer.ha.relays.0.name: must match"),
+        ('relays = [{name = "Bad Name"}]', "consumer.ha.relays.0.name: 'Bad Name' is not allowed"),
         ('relays = [{name = "ev"}, {name = "ev"}]', "consumer.ha.relays: each relay name may appear once"),
     ],
 )
