@@ -1,14 +1,15 @@
-"""Reading an MCP3208 through ``spidev`` (or the emulator, which has the same interface).
+"""Sampling an MCP3208 or MCP3008 through ``spidev`` (or the emulator, which has the same interface).
 
-One conversion is one ``xfer2`` of the 3-byte single-ended frame ``[0x06 | ch >> 2, (ch & 3) << 6, 0]``
-(start bit, SGL=1, D2 | D1 D0) and the 12-bit result is ``(rx[1] & 0x0F) << 8 | rx[2]``; ``xfer2`` holds CS
+One conversion is one ``xfer2`` of the chip's 3-byte single-ended frame (``chips.py``); ``xfer2`` holds CS
 low for the whole frame, and the chip converts once per CS assertion.
 
 A window is ``steps`` sampling steps spaced ``step_ns`` apart; in each step the circuit's channels are read
-back to back (voltage first, then each current), and the time of every conversion is recorded, so the maths
-knows the real step period and how far each current sample lags the voltage sample. The timestamps come
-from the device's clock when it has one (the emulator), else from the host's ``perf_counter_ns``
-(``SpinClock``).
+back to back (voltage first, then each current). The clock is read just before and just after every
+``xfer2``: the conversion happened in between, so the midpoint is when it was taken and the difference says
+how sure that is. The maths (``power.py``) works on those recorded times, never on the planned schedule: a
+Linux host is late now and then (a step, a preempted loop, a slow transfer), and it must cost only samples.
+The times come from the device's clock when it has one (the emulator), else from the host's
+``perf_counter_ns`` (``SpinClock``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from bus.clock import Clock
+from producers.adc.chips import CHIPS, Chip
 
 
 class SpiLike(Protocol):
@@ -30,18 +32,6 @@ class SpiLike(Protocol):
     def open(self, bus: int, device: int) -> None: ...
     def xfer2(self, data: list[int]) -> list[int]: ...
     def close(self) -> None: ...
-
-
-def frame(channel: int) -> list[int]:
-    """The single-ended conversion request for ``channel`` (0..7)."""
-    if not 0 <= channel <= 7:
-        raise ValueError(f"MCP3208 channel {channel} does not exist (0..7)")
-    return [0x06 | (channel >> 2), (channel & 0x03) << 6, 0x00]
-
-
-def decode(rx: Sequence[int]) -> int:
-    """The 12-bit code in a reply to ``frame``: the low nibble of byte 1, then byte 2."""
-    return ((rx[1] & 0x0F) << 8) | rx[2]
 
 
 class SpinClock:
@@ -75,7 +65,7 @@ def open_spidev(bus: int, chip_select: int, max_speed_hz: int, mode: int) -> Any
     spi = spidev.SpiDev()
     spi.open(bus, chip_select)
     spi.mode = mode                  # set after open, and always explicitly: the driver default can be
-    spi.max_speed_hz = max_speed_hz  # far above the MCP3208's ~1-2 MHz limit
+    spi.max_speed_hz = max_speed_hz  # far above the chip's few-MHz limit
     return spi
 
 
@@ -84,41 +74,45 @@ class SampleWindow:
     """The samples of one circuit for one reading: ``codes[slot, step]`` and when each was converted."""
 
     codes: np.ndarray     # (slots, steps) int16, slot 0 = the first channel read in a step
-    t_ns: np.ndarray      # (slots, steps) int64, the clock at the start of each conversion
+    start_ns: np.ndarray  # (slots, steps) int64, the clock just before each conversion's xfer2
+    end_ns: np.ndarray    # (slots, steps) int64, ... and just after it returned
     late_steps: int       # steps that started later than planned (pacing could not keep up)
 
     @property
-    def step_s(self) -> float:
-        """Mean time between two successive samples of the same channel."""
-        steps = self.t_ns.shape[1]
-        if steps < 2:
-            return 0.0
-        return float(self.t_ns[0, -1] - self.t_ns[0, 0]) / (steps - 1) * 1e-9
+    def times_s(self) -> np.ndarray:
+        """When each sample was taken: the middle of its transfer, seconds after the window's first."""
+        mid2 = self.start_ns + self.end_ns
+        return (mid2 - mid2[0, 0]).astype(np.float64) * 0.5e-9
 
     @property
-    def delays_s(self) -> np.ndarray:
-        """Mean delay of each slot's conversion after slot 0's within a step."""
-        return (self.t_ns - self.t_ns[0]).mean(axis=1) * 1e-9
+    def took_s(self) -> np.ndarray:
+        """How long each transfer took: the uncertainty of its time."""
+        return (self.end_ns - self.start_ns).astype(np.float64) * 1e-9
 
-    @property
-    def end_ns(self) -> int:
-        return int(self.t_ns[-1, -1])
+    def scheduled_s(self, step_s: float) -> np.ndarray:
+        """The times the schedule promised: step ``n`` at ``n * step_s``, each slot at its mean delay after
+        slot 0. What a maths that trusts the schedule assumes (the bench compares)."""
+        slots, steps = self.codes.shape
+        t = self.times_s
+        return np.arange(steps)[None, :] * step_s + (t - t[0]).mean(axis=1)[:, None]
 
 
-class Mcp3208:
-    """Sampling windows from one MCP3208 on an open ``spi`` (spidev or the emulator)."""
+class Sampler:
+    """Sampling windows from one MCP3208/MCP3008 on an open ``spi`` (spidev or the emulator)."""
 
     LATE_NS = 50_000
 
-    def __init__(self, spi: SpiLike, clock: Clock | None = None):
+    def __init__(self, spi: SpiLike, chip: Chip | str = "mcp3208", clock: Clock | None = None):
         self.spi = spi
-        # the emulator carries its own clock (emulated time); real hardware is paced by the host's
+        self.chip = CHIPS[chip] if isinstance(chip, str) else chip
+        # the emulator carries its own clock (emulated, or the host's with injected jitter); real hardware is
+        # paced by the host's
         self.clock: Clock = clock if clock is not None else getattr(spi, "clock", None) or SpinClock()
-        self._frames = [frame(ch) for ch in range(8)]
+        self._frames = [self.chip.frame(ch) for ch in range(8)]
 
     def read(self, channel: int) -> int:
         """One conversion of ``channel``."""
-        return decode(self.spi.xfer2(self._frames[channel]))
+        return self.chip.decode(self.spi.xfer2(self._frames[channel]))
 
     def sample(self, channels: Sequence[int], steps: int, step_ns: int) -> SampleWindow:
         """``steps`` steps ``step_ns`` apart, each converting every channel in order, one ``xfer2`` each."""
@@ -127,8 +121,9 @@ class Mcp3208:
         xfer2 = self.spi.xfer2
         now = self.clock.now_ns
         sleep_until = self.clock.sleep_until
-        codes = [0] * (slots * steps)
-        stamps = [0] * (slots * steps)
+        replies: list[Any] = [None] * (slots * steps)
+        starts = [0] * (slots * steps)
+        ends = [0] * (slots * steps)
         late = 0
         k = 0
         t0 = now()
@@ -140,10 +135,13 @@ class Mcp3208:
             elif t - due > self.LATE_NS:
                 late += 1
             for f in frames:
-                stamps[k] = now()
-                rx = xfer2(f)
-                codes[k] = ((rx[1] & 0x0F) << 8) | rx[2]
+                starts[k] = now()
+                replies[k] = xfer2(f)
+                ends[k] = now()
                 k += 1
-        c = np.array(codes, dtype=np.int16).reshape(steps, slots).T
-        ts = np.array(stamps, dtype=np.int64).reshape(steps, slots).T
-        return SampleWindow(np.ascontiguousarray(c), np.ascontiguousarray(ts), late)
+        rx = np.array(replies, dtype=np.int32).reshape(steps, slots, -1)
+        codes = ((rx[:, :, 1] & self.chip.high_mask) << 8) | rx[:, :, 2]
+        shape = (steps, slots)
+        return SampleWindow(np.ascontiguousarray(codes.T.astype(np.int16)),
+                            np.ascontiguousarray(np.array(starts, dtype=np.int64).reshape(shape).T),
+                            np.ascontiguousarray(np.array(ends, dtype=np.int64).reshape(shape).T), late)
