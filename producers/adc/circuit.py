@@ -22,6 +22,9 @@ from producers.adc.sampler import SampleWindow, Sampler
 
 MIN_APPARENT_VA = 1.0
 """Below this the power factor is the ratio of two noise figures: it is left out."""
+METRICS = ("voltage_v", "current_a", "power_w", "apparent_power_va", "power_factor", "frequency_hz",
+           "energy_import_wh", "energy_export_wh")
+"""Every metric a circuit's reading may carry."""
 ATTEMPTS = 3
 """Windows sampled at most for one reading when the host was so busy that a gap hit every cycle."""
 

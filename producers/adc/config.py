@@ -48,6 +48,14 @@ class SimCircuit(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Current harmonics, e.g. [[3, 0.2], [5, 0.1]] for a rectifier load."""
     profile: list[Pair] = msgspec.field(default_factory=list)
     """Load profile over time: [[seconds, scale], ...], linear in between, repeating after the last point."""
+    voltage_cal: Positive | None = None
+    """The emulated voltage sensor's true VCAL; default: the circuit's ``voltage_cal`` (perfectly calibrated).
+    Set it apart to emulate a miscalibrated adapter (what ``wattbus calibrate`` finds)."""
+    current_cal: float | list[float] | None = None
+    """The emulated CTs' true ICAL (default: the circuit's ``current_cal``)."""
+    phase_deg: float | list[float] | None = None
+    """How far the emulated CTs really lead the voltage sensor, degrees (default: the circuit's ``phase_deg``,
+    which then compensates it exactly)."""
 
 
 Probability = Annotated[float, msgspec.Meta(ge=0, le=1)]
@@ -136,9 +144,10 @@ class Circuit(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         n = len(self.current_channels)
         for key in ("current_cal", "phase_deg"):
             _per_channel(self, key, n)
-        for key in ("current_a", "power_factor"):
+        for key in ("current_a", "power_factor", "current_cal", "phase_deg"):
             _per_channel(self.sim, key, n, prefix="sim.")
-        if any(c == 0 for c in self.current_cals):
+        if any(c == 0 for c in self.current_cals) or (self.sim.current_cal is not None
+                                                       and 0 in _listify(self.sim.current_cal, n)):
             raise ValueError("`current_cal` must not be 0")
         if any(not -1 <= pf <= 1 for pf in _listify(self.sim.power_factor, n)):
             raise ValueError("`sim.power_factor` must be -1..1")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from bus.clock import HostClock
-from producers.adc.config import Config
+from producers.adc.config import Config, _listify
 from producers.adc.emulator import Harmonic, Jitter, LoadCurve, McpEmulator, circuit_waveforms
 from producers.adc.sampler import open_spidev
 
@@ -31,12 +31,15 @@ def build_emulator(cfg: Config, realtime: bool = True) -> McpEmulator:
         amps = c.sim.current_a if isinstance(c.sim.current_a, list) else [c.sim.current_a] * n
         pfs = c.sim.power_factor if isinstance(c.sim.power_factor, list) else [c.sim.power_factor] * n
         profile = LoadCurve(tuple((float(t), float(s)) for t, s in c.sim.profile)) if c.sim.profile else None
+        sim = c.sim
+        cals = c.current_cals if sim.current_cal is None else _listify(sim.current_cal, n)
+        leads = c.phases_deg if sim.phase_deg is None else _listify(sim.phase_deg, n)
         channels.update(circuit_waveforms(
             vref=cfg.vref, frequency_hz=freq, voltage_channel=c.voltage_channel, voltage_v=g.voltage_v,
-            voltage_cal=c.voltage_cal, current_channels=c.current_channels, currents_a=amps,
-            power_factors=pfs, current_cal=c.current_cals, bias_v=g.bias_v, noise_v=g.noise_v,
-            voltage_harmonics=_harmonics(g.harmonics), current_harmonics=_harmonics(c.sim.harmonics),
-            profile=profile, lagging=c.sim.lagging))
+            voltage_cal=sim.voltage_cal or c.voltage_cal, current_channels=c.current_channels, currents_a=amps,
+            power_factors=pfs, current_cal=cals, bias_v=g.bias_v, noise_v=g.noise_v,
+            voltage_harmonics=_harmonics(g.harmonics), current_harmonics=_harmonics(sim.harmonics),
+            profile=profile, lagging=sim.lagging, sensor_lead_deg=leads))
     period = g.sample_period_us * 1e-6 if g.sample_period_us else 24 / cfg.max_speed_hz
     j = g.jitter
     host = Jitter(late_p=j.late_p, late_max_s=j.late_max_us * 1e-6, preempt_every=j.preempt_every,

@@ -382,19 +382,22 @@ def circuit_waveforms(*, vref: float, frequency_hz: float, voltage_channel: int 
                       bias_v: float | None = None, noise_v: float = 0.0,
                       voltage_harmonics: Sequence[Harmonic] = (),
                       current_harmonics: Sequence[Harmonic] = (), profile: LoadCurve | None = None,
-                      lagging: bool = True) -> dict[int, Waveform]:
+                      lagging: bool = True, sensor_lead_deg: Sequence[float] | None = None) -> dict[int, Waveform]:
     """Pin waveforms for a physical description: mains at ``voltage_v`` rms, each current channel carrying
     ``currents_a`` rms at a power factor (negative: the power flows against the sensor's arrow, e.g. a grid
-    circuit exporting). Calibrations map physical units to pin volts exactly as the reader maps them back.
+    circuit exporting). Calibrations map physical units to pin volts exactly as the reader maps them back;
+    ``sensor_lead_deg`` (per current channel) is how far each CT's output leads the current it measures.
     """
     bias = vref / 2 if bias_v is None else bias_v
     out: dict[int, Waveform] = {}
     if voltage_channel is not None:
         out[voltage_channel] = Waveform(voltage_v * math.sqrt(2) / voltage_cal, bias, frequency_hz, 0.0,
                                         tuple(voltage_harmonics), noise_v)
-    for ch, amps, pf, cal in zip(current_channels, currents_a, power_factors, current_cal, strict=True):
+    leads = [0.0] * len(current_channels) if sensor_lead_deg is None else sensor_lead_deg
+    for ch, amps, pf, cal, lead in zip(current_channels, currents_a, power_factors, current_cal, leads,
+                                       strict=True):
         phi = math.degrees(math.acos(min(1.0, abs(pf))))
-        phase = -phi if lagging else phi
+        phase = (-phi if lagging else phi) + lead
         if pf < 0:
             phase += 180.0
         out[ch] = Waveform(amps * math.sqrt(2) / cal, bias, frequency_hz, phase, tuple(current_harmonics),

@@ -76,6 +76,8 @@ class Analysis:
     untrusted: int = 0            # samples left out because their transfer was interrupted
     clean: bool = True            # False: the host was too busy for this window (no trusted crossings, or a
                                   # part of the cycle never sampled): approximate, sample again
+    lead_deg: np.ndarray | None = None  # how far each current's fundamental leads the voltage's, degrees, after
+                                        # phase_deg (a resistive load: 0, or 180 against the sensor's arrow)
 
 
 def ratio(cal: float, vref: float, counts: int = ADC_COUNTS) -> float:
@@ -274,6 +276,7 @@ def analyse(codes: np.ndarray, times_s: np.ndarray, *, has_voltage: bool, v_rati
     vrms = float(rms[0]) * abs(v_ratio)
     v = series[0]
     power = np.empty(n_i)
+    lead = np.full(n_i, np.nan)
     for k in range(n_i):
         i = series[first_i + k]
         shift = phase_deg[k] / (360.0 * freq)
@@ -285,6 +288,8 @@ def analyse(codes: np.ndarray, times_s: np.ndarray, *, has_voltage: bool, v_rati
             a = ai * np.cos(turn) - bi * np.sin(turn)
             b = ai * np.sin(turn) + bi * np.cos(turn)
             p = float(v.coef[1:h + 1] @ a + v.coef[hv + 1:hv + h + 1] @ b) / 2.0
+            # a cos + b sin = R cos(wt - atan2(b, a)): the current leads by the difference of those angles
+            lead[k] = math.degrees(math.atan2(v.coef[hv + 1], v.coef[1]) - math.atan2(b[0], a[0]))
             rv, ri = v.residual, i.residual
         else:  # no whole cycles (no voltage, or none measurable): the samples as they are
             p = 0.0
@@ -292,4 +297,7 @@ def analyse(codes: np.ndarray, times_s: np.ndarray, *, has_voltage: bool, v_rati
         rv_at = np.interp(ts[first_i + k] + shift, ts[0], rv - v.mean(rv))
         power[k] = p + i.mean(rv_at * (ri - i.mean(ri)))
     real = power * v_ratio * i_ratio
-    return Analysis(vrms, irms, real, frequency, cycles, clipped, x.size, holes, untrusted, clean)
+    lead = (lead + 180.0) % 360.0 - 180.0 + np.where(i_ratio < 0, 180.0, 0.0)  # a flipped sensor turns it round
+    lead = (lead + 180.0) % 360.0 - 180.0
+    return Analysis(vrms, irms, real, frequency, cycles, clipped, x.size, holes, untrusted, clean,
+                    None if np.isnan(lead).all() else lead)

@@ -202,19 +202,21 @@ def test_off_nominal_frequency_still_uses_whole_cycles():
 
 def test_sensor_phase_lead_is_calibrated_out_by_phase_deg():
     """A CT that leads by 3 degrees reads a resistive load at PF cos(3 deg) = 0.9986 and, at PF 0.3, 15 %
-    off; phase_deg = 3 puts it back."""
-    def emulated(phase_deg):
+    off; phase_deg = 3 puts it back; the measured lead says how much it is."""
+    def emulated(phase_deg, pf):
         cfg = make({"mains": {"voltage_channel": 0, "current_channels": [1], "phase_deg": phase_deg,
-                              "sim": {"current_a": 20.0, "power_factor": 0.3}}}, sim={"noise_v": 0.0})
-        emu = build_emulator(cfg, realtime=False)
-        lead = emu.channels[1]
-        emu.channels = {0: emu.channels[0], 1: Waveform(lead.amplitude_v, lead.bias_v, lead.frequency_hz,
-                                                        lead.phase_deg + 3.0)}
-        return read(cfg, "mains", emu=emu)[1]
+                              "sim": {"current_a": 20.0, "power_factor": pf, "phase_deg": 3.0}}},
+                   sim={"noise_v": 0.0005})
+        m, metrics = read(cfg, "mains")
+        return m.analysis, metrics
 
     t = 230 * 20 * 0.3
-    assert not close(emulated(0.0)["power_w"], t, 0.05)
-    assert close(emulated(3.0)["power_w"], t)
+    assert not close(emulated(0.0, 0.3)[1]["power_w"], t, 0.05)
+    assert close(emulated(3.0, 0.3)[1]["power_w"], t)
+    resistive, _ = emulated(0.0, 1.0)
+    assert resistive.lead_deg[0] == pytest.approx(3.0, abs=0.05)
+    assert emulated(3.0, 1.0)[0].lead_deg[0] == pytest.approx(0.0, abs=0.05)
+    assert emulated(0.0, -1.0)[0].lead_deg[0] == pytest.approx(-177.0, abs=0.05)   # exporting
 
 
 def test_several_current_channels_add_up():
