@@ -11,4 +11,5 @@ PRODUCERS: dict[str, str] = {
     "shelly": "producers.shelly",
     "p1": "producers.p1",
     "sim": "producers.sim",
+    "fronius": "producers.fronius",
 }
