@@ -12,4 +12,5 @@ PRODUCERS: dict[str, str] = {
     "p1": "producers.p1",
     "sim": "producers.sim",
     "fronius": "producers.fronius",
+    "weather": "producers.weather",
 }

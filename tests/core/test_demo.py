@@ -36,7 +36,7 @@ def test_every_fragment_is_merged_with_placeholders_filled_and_the_hardware_set_
     assert app.mqtt.port == 23456 and "${" not in demo.text
     assert str(tmp_path / "hhpc-2024.txt") in demo.text and f"sqlite:///{tmp_path}/wattbus.db" in demo.text
     assert "[emulator." not in demo.text, "the hardware is not part of wattbus.toml"
-    assert set(demo.hardware) == {"shelly-mains", "shelly-solar", "p1-fluvius"}
+    assert set(demo.hardware) == {"shelly-mains", "shelly-solar", "p1-fluvius", "fronius", "weather"}
     assert all(cmd[1:4] == ["-m", "wattbus", "emulate"] for cmd in demo.hardware.values())
     # --free-ports: one free port per N, the same in every fragment that names it
     mains_port = ports.chosen[8081]
@@ -54,11 +54,11 @@ def test_without_free_ports_the_standard_ports_are_used(tmp_path):
 
 def test_a_new_plugins_fragment_joins_without_an_edit_and_clashes_are_named(tmp_path):
     extra = tmp_path / "demo.toml"
-    extra.write_text('# a later consumer\n[consumer.api]\ntype = "store"\nsink = "${sink}"\n'
+    extra.write_text('# a later consumer\n[consumer.later]\ntype = "store"\nsink = "${sink}"\n'
                      '[tariff]\nflat = 0.3\n[site]\ntimezone = "Europe/Amsterdam"\n')
     demo = compose([*fragments(), (plugin("consumer", "store"), extra)], data=tmp_path, mqtt_port=1,
                    ports=Ports(free=True))
-    assert "[consumer.api]" in demo.text and "[tariff]" in demo.text and "Europe/Amsterdam" in demo.text
+    assert "[consumer.later]" in demo.text and "[tariff]" in demo.text and "Europe/Amsterdam" in demo.text
     twice = tmp_path / "twice.toml"
     twice.write_text('[consumer.store]\ntype = "store"\n')
     with pytest.raises(ConfigError, match=r"\[consumer.store\] is defined by .*consumers/store/demo.toml"):
