@@ -141,7 +141,10 @@ def harmonic_fit(design: np.ndarray, x: np.ndarray) -> np.ndarray:
     """Least-squares coefficients of the series through the samples (normal equations: a 2H+1 square)."""
     gram = design.T @ design
     gram[np.diag_indices_from(gram)] *= 1.0 + 1e-9  # keeps a nearly singular fit (few samples) solvable
-    return np.linalg.solve(gram, design.T @ x)
+    try:
+        return np.linalg.solve(gram, design.T @ x)
+    except np.linalg.LinAlgError:  # samples that cannot tell the columns apart (all at one instant)
+        return np.linalg.lstsq(design, x, rcond=None)[0]
 
 
 def has_wave(x: np.ndarray, min_amplitude: float) -> bool:
@@ -251,6 +254,8 @@ def analyse(codes: np.ndarray, times_s: np.ndarray, *, has_voltage: bool, v_rati
         # the samples that carry weight: from the last one at or before the span to the first at or after it
         lo = max(0, int(np.searchsorted(ts[s], span[0], side="right")) - 1)
         hi = min(ts[s].size, int(np.searchsorted(ts[s], span[1], side="left")) + 1)
+        if hi - lo < 2:  # a span beside this channel's samples (degenerate times): all of them
+            lo, hi = 0, ts[s].size
         ts[s], xs[s] = ts[s][lo:hi], xs[s][lo:hi]
         tau = ts[s] - span[0]
         if cycles:  # ... sampled all round in every channel

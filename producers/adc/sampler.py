@@ -139,8 +139,11 @@ class Sampler:
                 replies[k] = xfer2(f)
                 ends[k] = now()
                 k += 1
-        rx = np.array(replies, dtype=np.int32).reshape(steps, slots, -1)
-        codes = ((rx[:, :, 1] & self.chip.high_mask) << 8) | rx[:, :, 2]
+        try:
+            rx = np.array(replies, dtype=np.int32).reshape(steps, slots, -1)
+            codes = ((rx[:, :, 1] & self.chip.high_mask) << 8) | rx[:, :, 2]
+        except (ValueError, TypeError, IndexError, OverflowError):  # a reply that is not 3 bytes
+            raise OSError(5, "SPI replies of unexpected length or content") from None
         shape = (steps, slots)
         return SampleWindow(np.ascontiguousarray(codes.T.astype(np.int16)),
                             np.ascontiguousarray(np.array(starts, dtype=np.int64).reshape(shape).T),
