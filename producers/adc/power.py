@@ -12,14 +12,18 @@ transfer before and after):
    ``xfer2``) has an uncertain time: it is left out.
 2. **Whole cycles, from the samples.** Upward zero crossings of the reference wave (the voltage, else the
    largest current) are found with hysteresis and located in time between the two samples around them. A
-   crossing inside a hole (two samples more than ``GAP_STEPS`` steps apart: a preemption) is not trusted; the
+   crossing inside a hole (samples more than an eighth of a cycle apart: a preemption) is not trusted; the
    window runs from the first to the last trusted crossing, the cycles between them are counted against the
-   median cycle, and the frequency is cycles / span.
+   median cycle. The frequency is then refined from the phase drift the samples themselves show
+   (``refine_omega``): a crossing located across a long interval is tens of microseconds off, enough to tilt
+   power at a low power factor.
 3. **Each channel's harmonic series over those cycles.** DC plus ``HARMONICS`` harmonics of that frequency,
    least-squares fitted to the channel's samples at their own times: uneven spacing and holes cost samples,
    nothing else, and the series' mean squares and cross products over whole cycles are exact
    (``Σ (a² + b²) / 2`` per harmonic). The DC offset is the series' constant (emonLib's running filter needs
-   ~1000 samples to settle; this is exact in one window).
+   ~1000 samples to settle; this is exact in one window). A window whose samples do not pin the series down
+   (a loop that stalled at the same point of every cycle: ``MIN_PINNED``), or whose voltage the series cannot
+   explain (a miscounted cycle), is not clean: the producer samples again rather than publish a guess.
 4. **What the series misses** (noise, harmonics above ``HARMONICS``) is kept too: the residual of every sample
    is integrated with the trapezoidal rule on the recorded times over the same whole cycles, and added to the
    mean squares and, for power, to the cross products (the voltage residual interpolated at each current
@@ -50,12 +54,16 @@ would cross too): 20 codes of an MCP3208, 5 of an MCP3008."""
 HYSTERESIS = 0.25
 """Crossing hysteresis as a fraction of the reference wave's peak amplitude."""
 GAP_STEPS = 2.5
-"""Two successive samples of a channel further apart than this many sampling steps leave a hole."""
+"""Two successive samples of a channel further apart than this many sampling steps leave a hole (counted)."""
+CROSSING_SPAN = 0.125
+"""A zero crossing is trusted when the samples around it are at most this share of a nominal cycle apart."""
 HARMONICS = 15
 """Harmonics in each channel's fitted series (fewer when a window has few samples per cycle)."""
-MAX_PHASE_HOLE = math.pi / 4
-"""A window is clean when, for every channel, its samples over the span leave no stretch of the cycle (phase)
-wider than this unsampled: the series is then pinned down everywhere. Else the host was too busy for it."""
+MIN_PINNED = 0.01
+"""A fit whose samples pin its harmonics down less than this (``harmonic_fit``) makes the window not clean."""
+MAX_VOLTAGE_RESIDUAL = 0.01
+"""Share of the voltage's mean square its fitted series may leave unexplained (10 % in rms): more means the
+frequency, hence the window, was wrong, and the window is not clean."""
 SLOW_FACTOR, SLOW_MARGIN_S = 3.0, 30e-6
 """A transfer that took longer than ``SLOW_FACTOR`` x the window's median plus ``SLOW_MARGIN_S`` was
 interrupted: when inside it the chip sampled is not known, so the sample is left out."""
@@ -137,14 +145,42 @@ def harmonic_design(t: np.ndarray, omega: float, harmonics: int) -> np.ndarray:
     return out
 
 
-def harmonic_fit(design: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """Least-squares coefficients of the series through the samples (normal equations: a 2H+1 square)."""
+def harmonic_fit(design: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, float]:
+    """Least-squares coefficients of the series through the samples, and how well the samples pin them down:
+    the smallest eigenvalue of the normal equations per sample (about 0.5 for samples spread over the cycle;
+    near 0 when some stretch of the cycle is never sampled, so that some high-harmonic combination could take
+    any value there)."""
+    n = max(design.shape[0], 1)
     gram = design.T @ design
-    gram[np.diag_indices_from(gram)] *= 1.0 + 1e-9  # keeps a nearly singular fit (few samples) solvable
+    pinned = float(np.linalg.eigvalsh(gram / n)[0]) if design.shape[0] else 0.0
+    gram[np.diag_indices_from(gram)] *= 1.0 + 1e-9  # keeps a nearly singular fit solvable
     try:
-        return np.linalg.solve(gram, design.T @ x)
+        return np.linalg.solve(gram, design.T @ x), pinned
     except np.linalg.LinAlgError:  # samples that cannot tell the columns apart (all at one instant)
-        return np.linalg.lstsq(design, x, rcond=None)[0]
+        return np.linalg.lstsq(design, x, rcond=None)[0], 0.0
+
+
+def refine_omega(t: np.ndarray, x: np.ndarray, omega: float, harmonics: int) -> float:
+    """The fundamental's angular frequency, refined from ``omega`` by the phase drift the samples show: a fit
+    with the columns ``t cos(wt)``, ``t sin(wt)`` added measures d(omega) to first order. Crossings located
+    between samples a few milliseconds apart can be tens of microseconds off; over a window that is a
+    frequency error of 1e-4, which is enough to turn power at a low power factor by a few tenths of a
+    percent."""
+    if t.size < 2 * harmonics + 6:
+        return omega
+    mid = 0.5 * (float(t[0]) + float(t[-1]))
+    d = harmonic_design(t - mid, omega, harmonics)
+    a, b = d[:, 1], d[:, harmonics + 1]
+    span = max(float(t[-1] - t[0]), 1e-9)
+    rel = (t - mid) / span  # scaled for conditioning
+    coef, _ = harmonic_fit(np.hstack([d, (rel * a)[:, None], (rel * b)[:, None]]), x)
+    ca, cb, c, e = coef[1], coef[harmonics + 1], coef[-2], coef[-1]
+    # x ~ ca cos + cb sin + dw (t-mid) (cb cos - ca sin): c = dw span cb, e = -dw span ca
+    amp2 = ca * ca + cb * cb
+    if amp2 <= 0:
+        return omega
+    dw = (c * cb - e * ca) / amp2 / span
+    return float(omega + dw) if abs(dw) < 0.02 * omega else omega
 
 
 def has_wave(x: np.ndarray, min_amplitude: float) -> bool:
@@ -152,13 +188,19 @@ def has_wave(x: np.ndarray, min_amplitude: float) -> bool:
     return x.size > 2 and math.sqrt(2.0) * float(x.std()) >= min_amplitude
 
 
-def _cycles(t: np.ndarray, x: np.ndarray, step: float, limits: tuple[float, float],
+def _cycles(t: np.ndarray, x: np.ndarray, limits: tuple[float, float],
             nominal_hz: float) -> tuple[tuple[float, float], int] | None:
     """The span from the first to the last trusted upward crossing within ``limits`` and the whole cycles in
-    it, or None when the wave has no usable crossings."""
+    it, or None when the wave has no usable crossings.
+
+    A crossing is located by a straight line between the two samples around it, which stays within a few
+    microseconds of the truth while they are at most ``CROSSING_SPAN`` of a cycle apart: such crossings are
+    trusted, the others (inside a hole) are not. The cycle length is the median distance between successive
+    trusted crossings that look like one cycle (0.5..1.5 nominal periods: a crossing lost in a hole makes two),
+    and the span must hold a whole number of them."""
     y = x - x.mean()
     amplitude = math.sqrt(2.0) * float(y.std())
-    if t.size < 3 or step <= 0:
+    if t.size < 3:
         return None
     pos = upward_crossings(y, HYSTERESIS * amplitude)
     if pos.size < 2:
@@ -166,12 +208,17 @@ def _cycles(t: np.ndarray, x: np.ndarray, step: float, limits: tuple[float, floa
     j = np.minimum(pos.astype(np.int64), t.size - 2)
     spacing = t[j + 1] - t[j]
     c = t[j] + (pos - j) * spacing
-    good = c[(spacing <= GAP_STEPS * step) & (c >= limits[0]) & (c <= limits[1])]
+    good = c[(spacing <= CROSSING_SPAN / nominal_hz) & (c >= limits[0]) & (c <= limits[1])]
     if good.size < 2:
         return None
-    typical = float(np.median(np.diff(c)))
-    n = round((good[-1] - good[0]) / typical) if typical > 0 else 0
-    if n < 1 or not 0.5 * nominal_hz <= n / (good[-1] - good[0]) <= 2.0 * nominal_hz:
+    lengths = np.diff(good)
+    period = 1.0 / nominal_hz
+    one = lengths[(lengths > 0.5 * period) & (lengths < 1.5 * period)]
+    if one.size == 0:
+        return None
+    cycles = (good[-1] - good[0]) / float(np.median(one))
+    n = round(cycles)
+    if n < 1 or abs(cycles - n) > 0.05:
         return None
     return (float(good[0]), float(good[-1])), n
 
@@ -235,7 +282,7 @@ def analyse(codes: np.ndarray, times_s: np.ndarray, *, has_voltage: bool, v_rati
     # 2. whole cycles
     ref = 0 if has_voltage or slots == 1 else int(np.argmax([s.std() for s in xs]))
     wave = has_wave(xs[ref], MIN_AMPLITUDE * (full_scale + 1))
-    found = _cycles(ts[ref], xs[ref], step, limits, nominal_hz) if wave else None
+    found = _cycles(ts[ref], xs[ref], limits, nominal_hz) if wave and step > 0 else None
     if found is not None:
         span, cycles = found
         frequency: float | None = cycles / (span[1] - span[0])
@@ -249,6 +296,10 @@ def analyse(codes: np.ndarray, times_s: np.ndarray, *, has_voltage: bool, v_rati
     omega = 2.0 * math.pi * freq
     spw = 1.0 / (freq * step) if step > 0 else 8.0
     harmonics = max(1, min(HARMONICS, int(spw / 2) - 1))
+    if cycles:
+        inside = (ts[ref] >= span[0]) & (ts[ref] <= span[1])
+        omega = refine_omega(ts[ref][inside], xs[ref][inside], omega, min(harmonics, 7))
+        frequency = float(omega / (2.0 * math.pi))
     series = []
     for s in range(slots):
         # the samples that carry weight: from the last one at or before the span to the first at or after it
@@ -258,19 +309,22 @@ def analyse(codes: np.ndarray, times_s: np.ndarray, *, has_voltage: bool, v_rati
             lo, hi = 0, ts[s].size
         ts[s], xs[s] = ts[s][lo:hi], xs[s][lo:hi]
         tau = ts[s] - span[0]
-        if cycles:  # ... sampled all round in every channel
-            phase = np.sort(np.mod(omega * tau, 2.0 * math.pi))
-            widest = float(np.diff(phase, append=phase[0] + 2.0 * math.pi).max()) if phase.size else 7.0
-            clean = clean and widest <= MAX_PHASE_HOLE
         h = max(1, min(harmonics, (tau.size - 1) // 8))
         design = harmonic_design(tau, omega, h)
-        coef = harmonic_fit(design, xs[s]) if tau.size > 2 * h + 1 else np.zeros(2 * h + 1)
+        coef, pinned = harmonic_fit(design, xs[s])
+        if cycles and pinned < MIN_PINNED:  # ... and pinned down by samples all round the cycle
+            clean = False
         weights = trapezoid_weights(ts[s], span)
         total = float(weights.sum())
         if total <= 0:  # degenerate times (a clock that does not move): equal weights
             weights, total = np.ones(ts[s].size), float(ts[s].size)
         series.append(_Series(xs[s], coef, xs[s] - design @ coef, weights, total))
     rms = np.array([math.sqrt(max(se.ac_mean_square(cycles > 0), 0.0)) for se in series])
+    if has_voltage and cycles and wave:
+        # mains voltage is nearly a sum of low harmonics: a series that misses much of it was fitted at the wrong
+        # frequency (crossings miscounted in a disturbed window)
+        v = series[0]
+        clean = clean and v.mean(v.residual ** 2) - v.mean(v.residual) ** 2 <= MAX_VOLTAGE_RESIDUAL * rms[0] ** 2
     i_ratio = np.asarray(i_ratios, dtype=np.float64)
     irms = rms[first_i:] * np.abs(i_ratio)
     if not has_voltage:

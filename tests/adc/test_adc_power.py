@@ -14,7 +14,8 @@ from producers.adc.chips import CHIPS
 from producers.adc.circuit import CircuitRunner
 from producers.adc.device import build_emulator
 from producers.adc.emulator import McpEmulator, Waveform
-from producers.adc.power import analyse, harmonic_design, harmonic_fit, ratio, trapezoid_weights, upward_crossings
+from producers.adc.power import (analyse, harmonic_design, harmonic_fit, ratio, refine_omega, trapezoid_weights,
+                                 upward_crossings)
 from producers.adc.sampler import Sampler
 from tests.adc.analytic import truth
 
@@ -168,9 +169,27 @@ def test_harmonic_fit_recovers_a_series_from_uneven_samples():
     t = np.sort(rng.uniform(0, 0.2, 500))
     w = 2 * np.pi * 50
     x = 5 + 3 * np.cos(w * t) - 2 * np.sin(w * t) + 0.5 * np.sin(3 * w * t + 1)
-    coef = harmonic_fit(harmonic_design(t, w, 5), x)
+    coef, pinned = harmonic_fit(harmonic_design(t, w, 5), x)
     assert coef[0] == pytest.approx(5) and coef[1] == pytest.approx(3) and coef[6] == pytest.approx(-2)
     assert math.hypot(coef[3], coef[8]) == pytest.approx(0.5)
+    assert 0.3 < pinned <= 0.5
+
+
+def test_a_stretch_of_every_cycle_never_sampled_leaves_high_harmonics_loose():
+    """Samples that miss the same fifth of every cycle cannot pin a 15th harmonic down: the fit says so."""
+    w = 2 * np.pi * 50
+    t = np.arange(0, 0.2, 1 / 3000)
+    loose = t[(t * 50) % 1.0 < 0.8]
+    x = 3 * np.cos(w * loose)
+    assert harmonic_fit(harmonic_design(loose, w, 15), x)[1] < 0.01 < harmonic_fit(harmonic_design(t, w, 15),
+                                                                                    3 * np.cos(w * t))[1]
+
+
+def test_the_frequency_is_refined_from_the_samples():
+    w = 2 * np.pi * 50.013
+    t = np.sort(np.random.default_rng(1).uniform(0, 0.2, 600))
+    x = 1000 * np.sin(w * t + 0.3) + 20 * np.sin(3 * (w * t + 0.3))
+    assert refine_omega(t, x, 2 * np.pi * 50.0, 5) / (2 * np.pi) == pytest.approx(50.013, abs=2e-4)
 
 
 def test_hand_built_waveforms_with_separate_dc_offsets():
