@@ -92,6 +92,10 @@ def _sim(name: str, cfg, app: AppConfig) -> Access:
     return a
 
 
+def _fronius(name: str, cfg, app: AppConfig) -> Access:
+    return _devices("fronius", [cfg.device or name], state=False)
+
+
 def _weather(name: str, cfg, app: AppConfig) -> Access:
     device = cfg.device or name
     a = _devices("weather", [device], state=False)
@@ -131,6 +135,7 @@ PLUGIN_ACCESS: dict[tuple[str, str], Rule | Access] = {
     ("producer", "p1"): _p1,
     ("producer", "shelly"): _shelly,
     ("producer", "sim"): _sim,
+    ("producer", "fronius"): _fronius,
     ("producer", "weather"): _weather,
     ("consumer", "store"): _store,
     ("consumer", "exporter"): Access(read=[topics.ALL_READINGS, topics.ALL_STATUS, "wattbus/+/status",

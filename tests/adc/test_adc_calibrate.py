@@ -169,3 +169,14 @@ def test_an_unknown_circuit_names_the_ones_there_are(tmp_path):
     r = calibrate(path, "kitchen", "--voltage", "230")
     assert r.returncode == 2
     assert "kitchen" in r.stderr and "mains" in r.stderr and "pair" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_wattbus_calibrate_lists_what_can_be_calibrated(tmp_path):
+    path = setup(tmp_path)
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    r = subprocess.run([sys.executable, "-m", "wattbus", "-c", str(path), "calibrate"], capture_output=True,
+                       text=True, timeout=60, env=env)
+    assert r.returncode == 2 and "adc" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "wattbus", "-c", str(path), "calibrate", "shelly", "mains"],
+                       capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 2 and "invalid choice" in r.stderr
