@@ -11,7 +11,8 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
-from producers.hhpc.dataset import iter_epochs, iter_rows
+from producers.hhpc.dataset import iter_rows
+from producers.hhpc.localtime import iter_epochs
 
 TZ = ZoneInfo("Europe/Brussels")
 

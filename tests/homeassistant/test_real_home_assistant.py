@@ -16,8 +16,9 @@ import orjson
 import pytest
 
 from bus import rollup
+from bus.clock import EmulatedClock
 from producers.p1.emulator import Emulator, generated_frames
-from producers.shelly.emulator import EmulatedShelly, SpeedClock
+from producers.shelly.emulator import EmulatedShelly
 from schemas import METRICS
 from tests.conftest import unique
 from tests.support import homeassistant as hasupport
@@ -81,7 +82,7 @@ def test_every_device_in_home_assistant_energy_ready_and_unavailable_when_its_pr
 
     with (
         Emulator(generated_frames("5B", "Europe/Brussels", seed=3), period=1.0) as p1,
-        EmulatedShelly(role="solar", clock=SpeedClock(int(time.time()), 1.0)) as shelly,
+        EmulatedShelly(role="solar", clock=EmulatedClock(int(time.time()), 1.0)) as shelly,
     ):
         p1.start_tcp()
         cfg = write_config(
