@@ -35,9 +35,10 @@ Run = Callable[[Any, Any], None]
 Main = Callable[[list[str]], int]
 """A command-line entry: ``main(argv) -> exit status`` (argv without the ``wattbus emulate TYPE`` part)."""
 Calibrate = Callable[[Any, str, list[str]], "Mapping[tuple[str, ...], Any] | None"]
-"""``calibrate(app, name, argv)``: measures the configured instance ``name`` of ``app`` (a ``bus.config.AppConfig``)
-against the user's references (asked on stdin, or given in ``argv``), shows the error before and after, and
-returns the config values to change (key path in the file -> new value), or None for nothing to change."""
+"""``calibrate(app, name, argv)``: measures the configured instance ``name`` of ``app`` (a
+``bus.config.AppConfig``) against the user's references (asked on stdin, or given in ``argv``), shows the
+error before and after, and returns the config values to change (key path in the file -> new value), or None
+for nothing to change."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +68,8 @@ class Plugin:
     metrics: Callable[[], Iterable[str]] | None = None
     """Every metric key the plugin's device tables map to (a test checks each is a row of metrics.toml)."""
     calibrate: Calibrate | None = None
-    """``wattbus calibrate TYPE NAME ...``: the walk-through; the command writes what it returns (with a backup)."""
+    """``wattbus calibrate TYPE NAME ...``: the walk-through; the command writes what it returns (with a
+    backup)."""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:

@@ -1,4 +1,5 @@
-"""``wattbus calibrate TYPE NAME``: a plugin's calibration walk-through, and writing its result into the config.
+"""``wattbus calibrate TYPE NAME``: a plugin's calibration walk-through, and writing its result into the
+config.
 
 Every plugin whose record has a ``calibrate`` entry is listed. The plugin measures and talks to the user; this
 module shows the values it found, asks before writing (``--yes`` does not), keeps the previous file as
@@ -28,8 +29,8 @@ def main(config: str | None, argv: list[str]) -> int:
     entries = {p.type: p.calibrate for p in plugins("producer") if p.calibrate is not None}
     p = argparse.ArgumentParser(prog="wattbus calibrate", add_help=False,
                                 description="Calibrate a configured device against a reference and write the "
-                                "result into the config (a backup is kept). Options after NAME are the plugin's "
-                                "(--help there lists them).")
+                                "result into the config (a backup is kept). Options after NAME are the "
+                                "plugin's (--help there lists them).")
     p.add_argument("type", choices=sorted(entries), help="the plugin")
     p.add_argument("name", help="what to calibrate (adc: a circuit, by its table or device name)")
     p.add_argument("--yes", action="store_true", help="write without asking")
@@ -55,7 +56,8 @@ def main(config: str | None, argv: list[str]) -> int:
         return 1
     backup = write_values(path, changes)
     print(f"Written; the previous file is {backup}.")
-    print("Restart the process that reads it for the new values to take effect (systemctl restart wattbus@NAME).")
+    print("Restart the process that reads it for the new values to take effect "
+          "(systemctl restart wattbus@NAME).")
     return 0
 
 
@@ -68,8 +70,8 @@ def _confirm(prompt: str) -> bool:
 
 
 def write_values(path: Path, changes: Mapping[tuple[str, ...], Any]) -> Path:
-    """Set each key path to its value in the TOML file at ``path`` (creating the key in its existing table when
-    it is not there), keeping everything else as it was; the old file is kept as a backup, whose path is
+    """Set each key path to its value in the TOML file at ``path`` (creating the key in its existing table
+    when it is not there), keeping everything else as it was; the old file is kept as a backup, whose path is
     returned. The new file replaces the old in one step (a crash leaves one or the other, whole)."""
     text = path.read_text("utf-8")
     doc = tomlkit.parse(text)

@@ -87,8 +87,8 @@ def bench_spi(seconds: float) -> None:
         return 1000
 
     rate, cpu, _ = _timed(raw, seconds)
-    print(f"spi     emulator xfer2 alone      : {rate / 1e3:7.1f} k frames/s  ({1e6 / rate:.2f} us per frame; "
-          f"got {cpu:.2f} of a core)")
+    print(f"spi     emulator xfer2 alone      : {rate / 1e3:7.1f} k frames/s  "
+          f"({1e6 / rate:.2f} us per frame; got {cpu:.2f} of a core)")
     adc = Sampler(emu)
 
     def window() -> int:
@@ -124,9 +124,9 @@ def bench_spi(seconds: float) -> None:
 def bench_timing(readings: int, chip: str) -> None:
     """Single readings under the host's real timing plus injected jitter: schedule-trusting vs recorded."""
     vcal, ical, vref, amps, pf = 234.26, 90.9, 3.3, 10.0, 0.8
-    pins = circuit_waveforms(vref=vref, frequency_hz=50.0, voltage_channel=0, voltage_v=230.0, voltage_cal=vcal,
-                             current_channels=[1], currents_a=[amps], power_factors=[pf], current_cal=[ical],
-                             noise_v=0.0005)
+    pins = circuit_waveforms(vref=vref, frequency_hz=50.0, voltage_channel=0, voltage_v=230.0,
+                             voltage_cal=vcal, current_channels=[1], currents_a=[amps], power_factors=[pf],
+                             current_cal=[ical], noise_v=0.0005)
     emu = McpEmulator(pins, vref=vref, chip=chip, host=Jitter(late_p=0.05, preempt_every=1200, slow_p=0.01))
     emu.open(0, 0)
     adc = Sampler(emu, chip)
@@ -147,7 +147,8 @@ def bench_timing(readings: int, chip: str) -> None:
     def line(what: str, p: list[float]) -> str:
         err = np.abs(np.array(p) - truth) / truth * 100
         return (f"timing  {what:26s}: {min(p):7.1f} .. {max(p):7.1f} W for {truth:.0f} W; median error "
-                f"{np.median(err):.2f} %, 90 % within {np.percentile(err, 90):.2f} %, worst {err.max():.2f} %")
+                f"{np.median(err):.2f} %, 90 % within {np.percentile(err, 90):.2f} %, "
+                f"worst {err.max():.2f} %")
 
     if recorded:
         print(f"timing  {chip}, {len(recorded)} readings at this host's clock with {emu.timing.injected} "

@@ -6,14 +6,14 @@ written down:
 
 * a voltmeter reading of the mains -> ``voltage_cal`` (scaled by reference / measured);
 * an ammeter (clamp meter) on the conductor of each CT -> that channel's ``current_cal``; or, instead, the
-  power a reference meter shows for the circuit -> every channel's ``current_cal`` by the same factor (after the
-  voltage is right);
+  power a reference meter shows for the circuit -> every channel's ``current_cal`` by the same factor
+  (after the voltage is right);
 * a purely resistive load (a kettle, a heater: PF 1.00) -> ``phase_deg``: the measured lead of the current's
   fundamental over the voltage's is the sensors' phase error (the maths measures it; no trial and error).
 
-The same device the producer reads is opened (SPI, or the emulator for ``spi = "sim"``, where ``sim.voltage_cal``
-/ ``sim.current_cal`` / ``sim.phase_deg`` emulate a miscalibrated front end). Interactive unless a reference is
-given as an option; with options it asks nothing (scripts and tests).
+The same device the producer reads is opened (SPI, or the emulator for ``spi = "sim"``, where
+``sim.voltage_cal`` / ``sim.current_cal`` / ``sim.phase_deg`` emulate a miscalibrated front end). Interactive
+unless a reference is given as an option; with options it asks nothing (scripts and tests).
 """
 
 from __future__ import annotations
@@ -64,7 +64,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--resistive", action="store_true", help="the load now on is purely resistive: calibrate "
                    "phase_deg")
     p.add_argument("--readings", type=int, default=5, help="readings averaged per measurement (default 5)")
-    p.add_argument("--producer", help="the [producer.NAME] section, when several adc sections have the circuit")
+    p.add_argument("--producer", help="the [producer.NAME] section, when several adc sections have the "
+                   "circuit")
     return p
 
 
@@ -168,8 +169,8 @@ def calibrate(app: AppConfig, name: str, argv: list[str]) -> dict[tuple[str, ...
         raise SystemExit(f"wattbus calibrate: --current needs {n} value(s), one per current channel "
                          f"{c.current_channels}")
     if args.power is not None and not has_v:
-        raise SystemExit("wattbus calibrate: --power needs a circuit with a voltage channel (this one has none: "
-                         "give --current)")
+        raise SystemExit("wattbus calibrate: --power needs a circuit with a voltage channel (this one has "
+                         "none: give --current)")
 
     where = "the emulator" if cfg.spi == "sim" else f"/dev/spidev{cfg.spi_bus}.{cfg.spi_cs}"
     print(f"Calibrating circuit {table!r} of [producer.{section}]: {cfg.chip.upper()} on {where}, "
@@ -179,8 +180,8 @@ def calibrate(app: AppConfig, name: str, argv: list[str]) -> dict[tuple[str, ...
         print(f"  Stop the producer first if it runs here (systemctl stop wattbus@{section}): two programs "
               "sampling one chip disturb each other.")
     if interactive:
-        print("\nSwitch on a steady load of a few hundred watts or more on this circuit. A purely resistive one "
-              "(a kettle,\na heater, an incandescent lamp) lets the phase be calibrated too.")
+        print("\nSwitch on a steady load of a few hundred watts or more on this circuit. A purely resistive "
+              "one (a kettle,\na heater, an incandescent lamp) lets the phase be calibrated too.")
         try:
             input("Press Enter when it is on. ")
         except EOFError:
@@ -195,7 +196,8 @@ def calibrate(app: AppConfig, name: str, argv: list[str]) -> dict[tuple[str, ...
         print(f"\nMeasured with the present calibration ({args.readings} readings): "
               + (f"voltage {before.vrms:.2f} V, " if has_v else "")
               + f"current {' + '.join(f'{i:.3f}' for i in before.irms)} A"
-              + (f", power {before.power:.1f} W, power factor {before.pf:.3f}" if before.pf is not None else ""))
+              + (f", power {before.power:.1f} W, power factor {before.pf:.3f}" if before.pf is not None
+                 else ""))
 
         v_ref = args.voltage if not interactive else (
             _ask("Voltage on a reference meter (V), Enter to skip: ") if has_v else None)
@@ -203,7 +205,8 @@ def calibrate(app: AppConfig, name: str, argv: list[str]) -> dict[tuple[str, ...
         p_ref = args.power
         if interactive:
             for k, ch in enumerate(c.current_channels):
-                i_ref[k] = _ask(f"Current on a reference ammeter, conductor of channel {ch} (A), Enter to skip: ")
+                i_ref[k] = _ask(f"Current on a reference ammeter, conductor of channel {ch} (A), "
+                                "Enter to skip: ")
             if has_v and not any(i_ref):
                 p_ref = _ask("Or: the circuit's power on a reference meter (W), Enter to skip: ")
         resistive = args.resistive or (interactive and has_v and _yes("Is the load on now purely resistive "
@@ -225,8 +228,8 @@ def calibrate(app: AppConfig, name: str, argv: list[str]) -> dict[tuple[str, ...
             for k in range(n):
                 error = _fold(before.lead_deg[k])
                 if abs(error) > MAX_PHASE_ERROR:
-                    print(f"  channel {c.current_channels[k]}: the current is {error:+.1f} degrees off the voltage: "
-                          "not a resistive load, or not this circuit's; phase_deg left as it is")
+                    print(f"  channel {c.current_channels[k]}: the current is {error:+.1f} degrees off the "
+                          "voltage: not a resistive load, or not this circuit's; phase_deg left as it is")
                 else:
                     phases[k] += error
 
@@ -264,15 +267,18 @@ def _report(before: Figures, after: Figures, v_ref: float | None, i_ref: list[fl
     for k, ch in enumerate(channels):
         ref = i_ref[k]
         if ref:
-            rows.append((f"current ch {ch}", f"{ref:.3f} A", f"{before.irms[k]:.3f} A "
-                         f"({_pct(before.irms[k], ref)})", f"{after.irms[k]:.3f} A ({_pct(after.irms[k], ref)})"))
+            rows.append((f"current ch {ch}", f"{ref:.3f} A",
+                         f"{before.irms[k]:.3f} A ({_pct(before.irms[k], ref)})",
+                         f"{after.irms[k]:.3f} A ({_pct(after.irms[k], ref)})"))
     if p_ref and before.power is not None and after.power is not None:
-        rows.append(("power", f"{p_ref:.1f} W", f"{abs(before.power):.1f} W ({_pct(abs(before.power), p_ref)})",
+        rows.append(("power", f"{p_ref:.1f} W",
+                     f"{abs(before.power):.1f} W ({_pct(abs(before.power), p_ref)})",
                      f"{abs(after.power):.1f} W ({_pct(abs(after.power), p_ref)})"))
     if resistive and before.pf is not None and after.pf is not None:
         rows.append(("power factor", "1.000 (resistive)", f"{abs(before.pf):.4f}", f"{abs(after.pf):.4f}"))
         if before.lead_deg and after.lead_deg:
-            rows.append(("phase error", "0.00 deg", ", ".join(f"{_fold(x):+.2f} deg" for x in before.lead_deg),
+            rows.append(("phase error", "0.00 deg",
+                         ", ".join(f"{_fold(x):+.2f} deg" for x in before.lead_deg),
                          ", ".join(f"{_fold(x):+.2f} deg" for x in after.lead_deg)))
     head = ("", "reference", "before", "after")
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(4)]

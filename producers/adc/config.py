@@ -222,8 +222,8 @@ class Config(PluginConfig, kw_only=True, forbid_unknown_fields=True):
     def __post_init__(self) -> None:
         limit = CHIPS[self.chip].max_clock_hz
         if self.max_speed_hz > limit:
-            raise ValueError(f"`max_speed_hz`: the {self.chip.upper()} is specified up to {limit:,} Hz (at 5 V; "
-                             f"about half at 2.7 V), got {self.max_speed_hz:,}")
+            raise ValueError(f"`max_speed_hz`: the {self.chip.upper()} is specified up to {limit:,} Hz "
+                             f"(at 5 V; about half at 2.7 V), got {self.max_speed_hz:,}")
         if not self.circuits:
             raise ValueError("`circuits` must hold at least one [producer.NAME.circuits.CIRCUIT] table")
         devices: dict[str, str] = {}

@@ -36,8 +36,8 @@ def build_emulator(cfg: Config, realtime: bool = True) -> McpEmulator:
         leads = c.phases_deg if sim.phase_deg is None else _listify(sim.phase_deg, n)
         channels.update(circuit_waveforms(
             vref=cfg.vref, frequency_hz=freq, voltage_channel=c.voltage_channel, voltage_v=g.voltage_v,
-            voltage_cal=sim.voltage_cal or c.voltage_cal, current_channels=c.current_channels, currents_a=amps,
-            power_factors=pfs, current_cal=cals, bias_v=g.bias_v, noise_v=g.noise_v,
+            voltage_cal=sim.voltage_cal or c.voltage_cal, current_channels=c.current_channels,
+            currents_a=amps, power_factors=pfs, current_cal=cals, bias_v=g.bias_v, noise_v=g.noise_v,
             voltage_harmonics=_harmonics(g.harmonics), current_harmonics=_harmonics(sim.harmonics),
             profile=profile, lagging=sim.lagging, sensor_lead_deg=leads))
     period = g.sample_period_us * 1e-6 if g.sample_period_us else 24 / cfg.max_speed_hz

@@ -309,7 +309,8 @@ class McpEmulator:
         if self.timing is not None:
             t_s = self.timing.conversion()
         else:
-            t_s = (self.clock.advance_ns(self._period_ns) - self._period_ns) * 1e-9  # type: ignore[attr-defined]
+            clock: EmulatedClock = self.clock  # type: ignore[assignment]
+            t_s = (clock.advance_ns(self._period_ns) - self._period_ns) * 1e-9
         self.conversions += 1
         word = plan.hiz_word
         if plan.converts:
@@ -382,7 +383,8 @@ def circuit_waveforms(*, vref: float, frequency_hz: float, voltage_channel: int 
                       bias_v: float | None = None, noise_v: float = 0.0,
                       voltage_harmonics: Sequence[Harmonic] = (),
                       current_harmonics: Sequence[Harmonic] = (), profile: LoadCurve | None = None,
-                      lagging: bool = True, sensor_lead_deg: Sequence[float] | None = None) -> dict[int, Waveform]:
+                      lagging: bool = True,
+                      sensor_lead_deg: Sequence[float] | None = None) -> dict[int, Waveform]:
     """Pin waveforms for a physical description: mains at ``voltage_v`` rms, each current channel carrying
     ``currents_a`` rms at a power factor (negative: the power flows against the sensor's arrow, e.g. a grid
     circuit exporting). Calibrations map physical units to pin volts exactly as the reader maps them back;

@@ -60,8 +60,8 @@ def run(ctx: ProducerContext, cfg: Config) -> None:
     try:
         spi = open_device(cfg)
     except (OSError, RuntimeError) as exc:
-        ctx.log.error("cannot open the %s (spi %s, bus %d, cs %d): %s", cfg.chip.upper(), cfg.spi, cfg.spi_bus,
-                      cfg.spi_cs, exc)
+        ctx.log.error("cannot open the %s (spi %s, bus %d, cs %d): %s", cfg.chip.upper(), cfg.spi,
+                      cfg.spi_bus, cfg.spi_cs, exc)
         for r in runners:
             ctx.set_device_status(r.device, False)
         raise SystemExit(1) from None
@@ -70,8 +70,8 @@ def run(ctx: ProducerContext, cfg: Config) -> None:
     for r in runners:
         ctx.set_device_status(r.device, True)
     where = "the emulator" if cfg.spi == "sim" else f"/dev/spidev{cfg.spi_bus}.{cfg.spi_cs}"
-    ctx.log.info("sampling %d circuit(s) on the %s on %s: %d samples per wave, %d waves per reading, every %g s",
-                 len(runners), cfg.chip.upper(), where,
+    ctx.log.info("sampling %d circuit(s) on the %s on %s: %d samples per wave, %d waves per reading, "
+                 "every %g s", len(runners), cfg.chip.upper(), where,
                  cfg.samples_per_wave, cfg.waves_per_reading, cfg.interval)
     next_at = time.monotonic()
     try:
@@ -115,8 +115,8 @@ def _read_circuit(ctx: ProducerContext, cfg: Config, adc: Sampler, r: CircuitRun
         ctx.counters.inc("resampled_windows", m.windows - 1)
     if not m.usable:
         ctx.counters.inc("unusable_readings")
-        ctx.bad_input_log.warning(f"busy-{r.device}", "%s: the host disturbed %d windows in a row so much that "
-                                  "part of the mains cycle was never sampled: no reading this time", r.device,
+        ctx.bad_input_log.warning(f"busy-{r.device}", "%s: the host disturbed %d windows in a row too "
+                                  "much to measure (see unusable_readings): no reading this time", r.device,
                                   m.windows)
         return
     ctx.counters.inc("samples", analysis.samples)

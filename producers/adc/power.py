@@ -28,9 +28,9 @@ transfer before and after):
    is integrated with the trapezoidal rule on the recorded times over the same whole cycles, and added to the
    mean squares and, for power, to the cross products (the voltage residual interpolated at each current
    sample's time), as emonLib's sums would count it.
-5. **Phase.** The current's series is turned back by ``phase_deg`` (the sensors' own phase error) per harmonic;
-   the delay between the voltage and current conversions needs no correction at all, every sample being at its
-   own time (emonLib's PHASECAL interpolation did that, approximately).
+5. **Phase.** The current's series is turned back by ``phase_deg`` (the sensors' own phase error) per
+   harmonic; the delay between the voltage and current conversions needs no correction at all, every sample
+   being at its own time (emonLib's PHASECAL interpolation did that, approximately).
 6. Vrms, Irms, real power = Σ (aᵥ aᵢ + bᵥ bᵢ) / 2 + residual cross products (signed: the direction of flow),
    frequency from the crossings.
 
@@ -84,8 +84,8 @@ class Analysis:
     untrusted: int = 0            # samples left out because their transfer was interrupted
     clean: bool = True            # False: the host was too busy for this window (no trusted crossings, or a
                                   # part of the cycle never sampled): approximate, sample again
-    lead_deg: np.ndarray | None = None  # how far each current's fundamental leads the voltage's, degrees, after
-                                        # phase_deg (a resistive load: 0, or 180 against the sensor's arrow)
+    lead_deg: np.ndarray | None = None  # how far each current's fundamental leads the voltage's, degrees,
+                                        # after phase_deg (a resistive load: 0, or 180 against the arrow)
 
 
 def ratio(cal: float, vref: float, counts: int = ADC_COUNTS) -> float:
@@ -196,8 +196,8 @@ def _cycles(t: np.ndarray, x: np.ndarray, limits: tuple[float, float],
     A crossing is located by a straight line between the two samples around it, which stays within a few
     microseconds of the truth while they are at most ``CROSSING_SPAN`` of a cycle apart: such crossings are
     trusted, the others (inside a hole) are not. The cycle length is the median distance between successive
-    trusted crossings that look like one cycle (0.5..1.5 nominal periods: a crossing lost in a hole makes two),
-    and the span must hold a whole number of them."""
+    trusted crossings that look like one cycle (0.5..1.5 nominal periods: a crossing lost in a hole makes
+    two), and the span must hold a whole number of them."""
     y = x - x.mean()
     amplitude = math.sqrt(2.0) * float(y.std())
     if t.size < 3:
@@ -274,7 +274,8 @@ def analyse(codes: np.ndarray, times_s: np.ndarray, *, has_voltage: bool, v_rati
     xs = [x[s][valid[s]] for s in range(slots)]
 
     # The mean spacing is the step the loop aimed at (one that fell behind catches up with steps back to back,
-    # so the median can be far below it). Whole cycles are taken where every channel has samples on both sides.
+    # so the median can be far below it). Whole cycles are taken where every channel has samples on both
+    # sides.
     step = float(t[0, -1] - t[0, 0]) / (steps - 1) if steps > 1 else 0.0
     limits = (max(float(s[0]) for s in ts) + step, min(float(s[-1]) for s in ts) - step)
     holes = sum(int(np.count_nonzero(np.diff(s) > GAP_STEPS * step)) for s in ts)
@@ -321,10 +322,11 @@ def analyse(codes: np.ndarray, times_s: np.ndarray, *, has_voltage: bool, v_rati
         series.append(_Series(xs[s], coef, xs[s] - design @ coef, weights, total))
     rms = np.array([math.sqrt(max(se.ac_mean_square(cycles > 0), 0.0)) for se in series])
     if has_voltage and cycles and wave:
-        # mains voltage is nearly a sum of low harmonics: a series that misses much of it was fitted at the wrong
-        # frequency (crossings miscounted in a disturbed window)
+        # mains voltage is nearly a sum of low harmonics: a series that misses much of it was fitted at the
+        # wrong frequency (crossings miscounted in a disturbed window)
         v = series[0]
-        clean = clean and v.mean(v.residual ** 2) - v.mean(v.residual) ** 2 <= MAX_VOLTAGE_RESIDUAL * rms[0] ** 2
+        unexplained = v.mean(v.residual ** 2) - v.mean(v.residual) ** 2
+        clean = clean and unexplained <= MAX_VOLTAGE_RESIDUAL * rms[0] ** 2
     i_ratio = np.asarray(i_ratios, dtype=np.float64)
     irms = rms[first_i:] * np.abs(i_ratio)
     if not has_voltage:
@@ -356,7 +358,7 @@ def analyse(codes: np.ndarray, times_s: np.ndarray, *, has_voltage: bool, v_rati
         rv_at = np.interp(ts[first_i + k] + shift, ts[0], rv - v.mean(rv))
         power[k] = p + i.mean(rv_at * (ri - i.mean(ri)))
     real = power * v_ratio * i_ratio
-    lead = (lead + 180.0) % 360.0 - 180.0 + np.where(i_ratio < 0, 180.0, 0.0)  # a flipped sensor turns it round
+    lead = (lead + 180.0) % 360.0 - 180.0 + np.where(i_ratio < 0, 180.0, 0.0)  # a flipped sensor: turned
     lead = (lead + 180.0) % 360.0 - 180.0
     return Analysis(vrms, irms, real, frequency, cycles, clipped, x.size, holes, untrusted, clean,
                     None if np.isnan(lead).all() else lead)

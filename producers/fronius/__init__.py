@@ -53,7 +53,8 @@ class Config(PluginConfig, kw_only=True, forbid_unknown_fields=True):
         if not self.host.strip():
             raise ValueError("`host`: the Datamanager's address, e.g. \"192.168.1.30\"")
         if self.role != "solar" and self.three_phase:
-            raise ValueError("`three_phase`: per-phase inverter data is published by a role = \"solar\" section")
+            raise ValueError("`three_phase`: per-phase inverter data is published by a role = \"solar\" "
+                             "section")
 
 
 def run(ctx: ProducerContext, cfg: Config) -> None:
@@ -70,7 +71,7 @@ def emulator(argv: list[str]) -> int:
     return main(argv)
 
 
-PLUGIN = Plugin("producer", "fronius", Config, run, emulator=emulator, demo=Path(__file__).with_name("demo.toml"),
-                metrics=metric_keys)
+PLUGIN = Plugin("producer", "fronius", Config, run, emulator=emulator,
+                demo=Path(__file__).with_name("demo.toml"), metrics=metric_keys)
 
 __all__ = ["Config", "PLUGIN", "run"]

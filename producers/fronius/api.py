@@ -1,4 +1,4 @@
-"""Fronius Solar API v1 client on ``bus.http`` (httpx, timeouts, retries with tenacity): every answer checked here.
+"""Fronius Solar API v1 client on ``bus.http`` (httpx, timeouts, tenacity's retries): answers checked here.
 
 Every Solar API answer is ``{"Head": {"RequestArguments", "Status": {"Code", "Reason", "UserMessage"},
 "Timestamp"}, "Body": {"Data": ...}}``. What can go wrong, and what this module turns it into:
@@ -6,8 +6,8 @@ Every Solar API answer is ``{"Head": {"RequestArguments", "Status": {"Code", "Re
 - no answer, a timeout, HTTP 5xx, a body that is not that JSON object (garbage, truncated, a captive portal's
   HTML, no ``Head.Status.Code``): retried, then ``Unreachable`` or ``BadResponse`` (which keeps the start of
   the last body for the DLQ);
-- ``Status.Code`` 5, 7, 8, 9 (timeouts and errors on the Datamanager's internal "LN" bus: about 1 % of requests
-  on a Symo): retried like a timeout;
+- ``Status.Code`` 5, 7, 8, 9 (timeouts and errors on the Datamanager's internal "LN" bus: about 1 % of
+  requests on a Symo): retried like a timeout;
 - ``Status.Code`` 12 ``DeviceNotAvailable``: the inverter is asleep (night) or switched off: :class:`Asleep`,
   not retried (it will not wake up within a retry);
 - ``Status.Code`` 1, 11 ``NotImplemented``/``NotSupported`` (e.g. 3PInverterData on a single-phase inverter):
@@ -27,9 +27,10 @@ import httpx
 from bus.http import BadResponse, HttpError, JsonClient, Retry, Unreachable
 
 BASE = "/solar_api/v1/"
-STATUS_NAMES = {0: "OK", 1: "NotImplemented", 2: "Uninitialized", 3: "Initialized", 4: "Running", 5: "Timeout",
-                6: "ArgumentError", 7: "LNRequestError", 8: "LNRequestTimeout", 9: "LNParseError",
-                10: "ConfigIOError", 11: "NotSupported", 12: "DeviceNotAvailable", 255: "UnknownError"}
+STATUS_NAMES = {0: "OK", 1: "NotImplemented", 2: "Uninitialized", 3: "Initialized", 4: "Running",
+                5: "Timeout", 6: "ArgumentError", 7: "LNRequestError", 8: "LNRequestTimeout",
+                9: "LNParseError", 10: "ConfigIOError", 11: "NotSupported", 12: "DeviceNotAvailable",
+                255: "UnknownError"}
 TRANSIENT_CODES = frozenset({5, 7, 8, 9})
 ASLEEP_CODES = frozenset({12})
 UNSUPPORTED_CODES = frozenset({1, 11})
@@ -78,7 +79,7 @@ def parse_timestamp(value: Any) -> float | None:
 
 
 class SolarApi:
-    """The Solar API v1 calls the producer makes, over ``bus.http.JsonClient`` (timeouts, retries, garbage)."""
+    """The Solar API v1 calls the producer makes, over ``bus.http.JsonClient`` (timeouts, retries)."""
 
     def __init__(self, host: str, *, timeout: float = 5.0, retries: int = 3,
                  sleep: Callable[[float], Any] | None = None, should_stop: Callable[[], bool] = lambda: False,

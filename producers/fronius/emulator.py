@@ -94,7 +94,8 @@ def parse_faults(text: str) -> dict[str, float]:
 
 
 class EmulatedFronius:
-    """One Datamanager with one inverter (DeviceId 1), served from a background thread or the caller's loop."""
+    """One Datamanager with one inverter (DeviceId 1), served from a background thread or the caller's
+    loop."""
 
     def __init__(self, *, plant: Plant | None = None, clock: Clock | None = None, meter: bool = True,
                  night: str = "standby", faults: Faults | None = None, timeout_delay: float = 30.0,
@@ -161,9 +162,9 @@ class EmulatedFronius:
             data: dict[str, Any] = {"DAY_ENERGY": unit(s.e_day, "Wh"), "YEAR_ENERGY": unit(s.e_year, "Wh"),
                                     "TOTAL_ENERGY": unit(s.e_total, "Wh")}
             running = s.state == "running"
-            data["DeviceStatus"] = {"StatusCode": STATUS_RUNNING if running else STATUS_STANDBY, "ErrorCode": 0,
-                                    "LEDColor": 2, "LEDState": 0, "MgmtTimerRemainingTime": -1,
-                                    "StateToReset": False}
+            data["DeviceStatus"] = {"StatusCode": STATUS_RUNNING if running else STATUS_STANDBY,
+                                    "ErrorCode": 0, "LEDColor": 2, "LEDState": 0,
+                                    "MgmtTimerRemainingTime": -1, "StateToReset": False}
             if running:
                 iac = sum(s.iac)
                 data.update({"PAC": unit(s.pv_w, "W"), "SAC": unit(s.pv_w, "VA"), "IAC": unit(iac, "A"),
@@ -244,7 +245,8 @@ class EmulatedFronius:
         if s.state == "asleep":
             return _json(self.document({}))
         info = {"1": {"DT": DEVICE_TYPE, "PVPower": round(self.plant.peak_w), "Show": 1, "UniqueID": "476321",
-                      "ErrorCode": 0, "StatusCode": STATUS_RUNNING if s.state == "running" else STATUS_STANDBY,
+                      "ErrorCode": 0,
+                      "StatusCode": STATUS_RUNNING if s.state == "running" else STATUS_STANDBY,
                       "CustomName": "&#83;ymo&#32;6.0-3-M"}}
         return _json(self.document(info))
 
@@ -324,13 +326,15 @@ def _json(obj: Any) -> web.Response:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="wattbus emulate fronius",
-                                description="Emulate a Fronius Datamanager (Solar API v1) for tests and the demo.")
+                                description="Emulate a Fronius Datamanager (Solar API v1) for tests and the "
+                                "demo.")
     p.add_argument("--port", type=int, required=True, help="TCP port (0 = any free port)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--peak-w", type=float, default=6000.0, help="the panels' peak AC power (default 6000)")
     p.add_argument("--phases", type=int, choices=(1, 3), default=3)
     p.add_argument("--battery-wh", type=float, default=0.0, help="battery capacity; 0 = no battery")
-    p.add_argument("--no-meter", action="store_true", help="no Fronius Smart Meter: P_Grid and P_Load are null")
+    p.add_argument("--no-meter", action="store_true",
+                   help="no Fronius Smart Meter: P_Grid and P_Load are null")
     p.add_argument("--night", choices=("standby", "offline"), default="standby",
                    help="asleep at night: the Datamanager still answers (standby) or nothing does (offline)")
     p.add_argument("--latitude", type=float, default=50.85)

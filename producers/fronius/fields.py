@@ -1,10 +1,10 @@
 """Solar API answers -> wattbus metrics, as tables: which field, which metric, which sign, what null means.
 
 Sign conventions. The Solar API's ``Site`` block counts power flows from the site's point of view: ``P_Grid``
-positive while importing, ``P_Load`` *negative* while the house consumes, ``P_Akku`` positive while the battery
-discharges, ``P_PV`` positive while producing (and null while the inverter is not running: no production).
-wattbus counts each device in its natural direction (DESIGN: import for grid, production for solar,
-consumption for load), so only ``P_Load`` is negated; a battery counts discharging as positive.
+positive while importing, ``P_Load`` *negative* while the house consumes, ``P_Akku`` positive while the
+battery discharges, ``P_PV`` positive while producing (and null while the inverter is not running: no
+production). wattbus counts each device in its natural direction (DESIGN: import for grid, production for
+solar, consumption for load), so only ``P_Load`` is negated; a battery counts discharging as positive.
 
 Every value is checked: a number (not a bool, not a string, not an object), finite, within the range a real
 plant can show, in the unit expected (``{"Value": 1.5, "Unit": "kWh"}`` is scaled, an unknown unit is
@@ -55,7 +55,8 @@ QUANTITY.update({m: ("voltage" if m.startswith("voltage") else "current") for _,
 
 def metric_keys() -> list[str]:
     """Every metric this plugin publishes (the plugin contract's test checks them against metrics.toml)."""
-    return ["power_w", "energy_import_wh", "battery_soc_pct", *(m for _, m in COMMON), *(m for _, m in THREE_PHASE)]
+    return ["power_w", "energy_import_wh", "battery_soc_pct", *(m for _, m in COMMON),
+            *(m for _, m in THREE_PHASE)]
 
 
 @dataclass

@@ -2,10 +2,10 @@
 
 Deterministic for a seed and a clock, cheap enough to integrate a day in milliseconds. Production is
 ``bus.solar``'s clear-sky model for the site under a slowly drifting cloud cover; the inverter feeds in above
-``MIN_FEED_W``, waits in standby through twilight (sun above -6 degrees) and sleeps at night. The house draws a
-base load with morning and evening peaks; a battery, if there is one, takes the surplus and covers the deficit
-within its power limit; the meter sees the rest. Lifetime, year and day energies are integrated in 10 s steps
-(``E_Day`` restarts at local midnight, ``E_Year`` on New Year's day).
+``MIN_FEED_W``, waits in standby through twilight (sun above -6 degrees) and sleeps at night. The house draws
+a base load with morning and evening peaks; a battery, if there is one, takes the surplus and covers the
+deficit within its power limit; the meter sees the rest. Lifetime, year and day energies are integrated in 10
+s steps (``E_Day`` restarts at local midnight, ``E_Year`` on New Year's day).
 """
 
 from __future__ import annotations
@@ -79,7 +79,8 @@ class Plant:
         return np.clip(0.45 + 2.0 * c, 0.0, 1.0)
 
     def elevation(self, t: np.ndarray | float) -> np.ndarray:
-        return solar.elevation_deg(np.atleast_1d(np.asarray(t, dtype=np.float64)), self.latitude, self.longitude)
+        t = np.atleast_1d(np.asarray(t, dtype=np.float64))
+        return solar.elevation_deg(t, self.latitude, self.longitude)
 
     def pv(self, t: np.ndarray | float) -> np.ndarray:
         t = np.atleast_1d(np.asarray(t, dtype=np.float64))
@@ -92,7 +93,8 @@ class Plant:
         ends = [datetime.fromtimestamp(float(x), self.tz).utcoffset().total_seconds() for x in (t[0], t[-1])]
         if ends[0] == ends[1]:
             return t + ends[0]
-        return t + np.array([datetime.fromtimestamp(float(x), self.tz).utcoffset().total_seconds() for x in t])
+        return t + np.array([datetime.fromtimestamp(float(x), self.tz).utcoffset().total_seconds()
+                             for x in t])
 
     def house(self, t: np.ndarray | float) -> np.ndarray:
         t = np.atleast_1d(np.asarray(t, dtype=np.float64))
@@ -153,7 +155,8 @@ class Plant:
         state = "running" if pv > 0 else "standby" if elevation > TWILIGHT_DEG else "asleep"
         uac = tuple(230.0 + 2.5 * math.sin(t / 60.0 + k) + math.sin(t / 7.0) for k in range(self.phases))
         return Snapshot(t, state, pv, float(self.house(t)[0]), akku, self.soc, self.e_day, self.e_year,
-                        self.e_total, uac, 50.0 + 0.02 * math.sin(t / 13.0), 620.0 if self.phases == 3 else 360.0)
+                        self.e_total, uac, 50.0 + 0.02 * math.sin(t / 13.0),
+                        620.0 if self.phases == 3 else 360.0)
 
 
 def _year(day: int) -> int:

@@ -1,12 +1,12 @@
 """The poll loop: one GetPowerFlowRealtimeData per interval (plus the inverter's own data for the solar
 device), turned into one reading; outages, garbage and the inverter's night told apart.
 
-Night. A Fronius inverter is powered from its panels: at dusk it reports no production (``P_PV`` null, inverter
-data "DeviceNotAvailable"), then, unless its Datamanager has its own supply, stops answering at all until the
-morning. An answer-less device whose last answer said "no production" is *asleep*: logged once, counted
-(``asleep_polls``), device ``offline``, and (``asleep_readings``) 0 W published with quality ``estimated`` and
-the lifetime counter where it was, so graphs and aggregates show the night as what it is. A device that stops
-answering while producing is an outage: a warning, ``poll_failures``, nothing invented.
+Night. A Fronius inverter is powered from its panels: at dusk it reports no production (``P_PV`` null,
+inverter data "DeviceNotAvailable"), then, unless its Datamanager has its own supply, stops answering at all
+until the morning. An answer-less device whose last answer said "no production" is *asleep*: logged once,
+counted (``asleep_polls``), device ``offline``, and (``asleep_readings``) 0 W published with quality
+``estimated`` and the lifetime counter where it was, so graphs and aggregates show the night as what it is. A
+device that stops answering while producing is an outage: a warning, ``poll_failures``, nothing invented.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ RUNNING, STANDBY = 7, 8
 
 class Poller:
     def __init__(self, ctx: ProducerContext, cfg: Config, *, clock: Callable[[], float] = time.monotonic,
-                 host_time: Callable[[], float] = time.time, transport: httpx.BaseTransport | None = None) -> None:
+                 host_time: Callable[[], float] = time.time,
+                 transport: httpx.BaseTransport | None = None) -> None:
         self.ctx, self.cfg, self.clock, self.host_time = ctx, cfg, clock, host_time
         self.device = cfg.device or ctx.name
         self.api = SolarApi(cfg.host, timeout=cfg.timeout, retries=cfg.retries, sleep=ctx.wait,
@@ -63,9 +64,9 @@ class Poller:
         self._count_problems(mapped)
         if not present:
             ctx.counters.inc("absent")
-            ctx.bad_input_log.warning(f"{name}:absent", "%s: the site has no %s now (Site.%s is null): nothing "
-                                      "to publish", name, self.cfg.role, {"grid": "P_Grid", "load": "P_Load",
-                                                                          "battery": "P_Akku"}.get(self.cfg.role))
+            field = {"grid": "P_Grid", "load": "P_Load", "battery": "P_Akku"}.get(self.cfg.role)
+            ctx.bad_input_log.warning(f"{name}:absent", "%s: the site has no %s now (Site.%s is null): "
+                                      "nothing to publish", name, self.cfg.role, field)
             return False
         metrics = mapped.metrics
         total = metrics.get("energy_import_wh")
@@ -93,7 +94,8 @@ class Poller:
         version = info.get("APIVersion")
         if version != 1:
             self.ctx.bad_input_log.warning(f"{self.device}:version", "%s: %s speaks Solar API version %r, "
-                                           "not 1; trying anyway", self.device, self.api.url, str(version)[:20])
+                                           "not 1; trying anyway", self.device, self.api.url,
+                                           str(version)[:20])
         self.ctx.log.info("%s: %s answers Solar API %s (%s)", self.device, self.api.url, str(version)[:20],
                           str(info.get("CompatibilityRange", "?"))[:40])
         self.identified = True
@@ -157,7 +159,8 @@ class Poller:
         ctx, log = self.ctx, self.ctx.bad_input_log
         if mapped.missing:
             ctx.counters.inc("missing_fields", len(mapped.missing))
-            log.warning(f"{self.device}:missing", "%s: answer lacks %s", self.device, ", ".join(mapped.missing[:6]))
+            log.warning(f"{self.device}:missing", "%s: answer lacks %s", self.device,
+                        ", ".join(mapped.missing[:6]))
         if mapped.bad:
             ctx.counters.inc("bad_fields", len(mapped.bad))
             log.warning(f"{self.device}:bad", "%s: unusable %s", self.device, ", ".join(mapped.bad[:4]))
@@ -171,7 +174,8 @@ class Poller:
     def _answered(self) -> None:
         now = self.clock()
         if self.asleep_since is not None:
-            self.ctx.log.info("%s: the inverter woke up after %.1f h", self.device, (now - self.asleep_since) / 3600)
+            self.ctx.log.info("%s: the inverter woke up after %.1f h", self.device,
+                              (now - self.asleep_since) / 3600)
         elif self.down_since is not None:
             self.ctx.log.info("%s: the device answers again after %.0f s", self.device, now - self.down_since)
         self.asleep_since = self.down_since = None
@@ -186,7 +190,8 @@ class Poller:
             ctx.counters.inc("asleep_polls")
             if self.asleep_since is None:
                 self.asleep_since = now
-                ctx.log.info("%s: no answer after reporting no production: the inverter sleeps (%s)", name, exc)
+                ctx.log.info("%s: no answer after reporting no production: the inverter sleeps (%s)", name,
+                             exc)
             self._set_online(False)
             if self.cfg.asleep_readings:
                 self._publish_asleep()
@@ -215,8 +220,8 @@ class Poller:
     # -- the loop -------------------------------------------------------------------------------------------
     def run(self) -> None:
         ctx = self.ctx
-        ctx.log.info("%s: polling %s every %g s for the %s flow", self.device, self.api.url, self.cfg.interval,
-                     self.cfg.role)
+        ctx.log.info("%s: polling %s every %g s for the %s flow", self.device, self.api.url,
+                     self.cfg.interval, self.cfg.role)
         next_due = self.clock()
         try:
             while not ctx.stopping.is_set():

@@ -78,13 +78,14 @@ def run(ctx: ProducerContext, cfg: Config) -> None:
 
 
 def emulator(argv: list[str]) -> int:
-    """``wattbus emulate weather``: Open-Meteo and OpenWeatherMap One Call 3.0 on one port (``emulator.py``)."""
+    """``wattbus emulate weather``: Open-Meteo and OpenWeatherMap One Call 3.0 on one port
+    (``emulator.py``)."""
     from .emulator import main
 
     return main(argv)
 
 
-PLUGIN = Plugin("producer", "weather", Config, run, emulator=emulator, demo=Path(__file__).with_name("demo.toml"),
-                metrics=metric_keys)
+PLUGIN = Plugin("producer", "weather", Config, run, emulator=emulator,
+                demo=Path(__file__).with_name("demo.toml"), metrics=metric_keys)
 
 __all__ = ["Config", "PLUGIN", "run"]

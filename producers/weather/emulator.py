@@ -3,9 +3,9 @@
 sky, so tests and the demo need no internet (point the producer's ``base_url`` here).
 
 The sky: a cloud cover drifting over hours, a temperature with its seasons and its day, and the irradiance the
-sun gives through those clouds (``bus/solar.py``'s clear-sky model). Open-Meteo's hourly shortwave radiation is
-the mean of the *preceding* hour and its ``current`` block is on a 15-minute grid (``interval`` 900), as the real
-service; OpenWeatherMap has no irradiance, as the real one.
+sun gives through those clouds (``bus/solar.py``'s clear-sky model). Open-Meteo's hourly shortwave radiation
+is the mean of the *preceding* hour and its ``current`` block is on a 15-minute grid (``interval`` 900), as
+the real service; OpenWeatherMap has no irradiance, as the real one.
 
 Errors as the services send them: a bad coordinate (400 ``{"error": true, "reason": ...}`` /
 ``{"cod": "400", "message": "wrong latitude"}``), OpenWeatherMap without or with a wrong ``appid`` (401
@@ -146,26 +146,28 @@ class EmulatedWeather:
         try:
             lat, lon = float(q.get("latitude", "")), float(q.get("longitude", ""))
         except ValueError:
-            return 400, {"error": True, "reason": "Parameter 'latitude' and 'longitude' must be floating point"}
+            return 400, {"error": True,
+                         "reason": "Parameter 'latitude' and 'longitude' must be floating point"}
         if not -90 <= lat <= 90:
             return 400, {"error": True, "reason": f"Latitude must be in range of -90 to 90°. Given: {lat}."}
         if not -180 <= lon <= 180:
-            return 400, {"error": True, "reason": f"Longitude must be in range of -180 to 180°. Given: {lon}."}
+            return 400, {"error": True,
+                         "reason": f"Longitude must be in range of -180 to 180°. Given: {lon}."}
         current = [v for v in q.get("current", "").split(",") if v]
         hourly = [v for v in q.get("hourly", "").split(",") if v]
         for block, names in (("current", current), ("hourly", hourly)):
             unknown = [v for v in names if v not in OPEN_METEO_UNITS]
             if unknown:
-                return 400, {"error": True, "reason": f"Data corrupted at path ''. Cannot initialize "
-                                                      f"ForecastVariable from invalid String value {unknown[0]} "
-                                                      f"for key {block}"}
+                return 400, {"error": True,
+                             "reason": f"Data corrupted at path ''. Cannot initialize ForecastVariable from "
+                                       f"invalid String value {unknown[0]} for key {block}"}
         unixtime = q.get("timeformat", "iso8601") == "unixtime"
         now = self.clock.now()
         stamp = (lambda t: int(t)) if unixtime else \
             (lambda t: datetime.fromtimestamp(int(t), timezone.utc).strftime("%Y-%m-%dT%H:%M"))
-        doc: dict[str, Any] = {"latitude": round(lat, 2), "longitude": round(lon, 2), "generationtime_ms": 0.05,
-                               "utc_offset_seconds": 0, "timezone": "GMT", "timezone_abbreviation": "GMT",
-                               "elevation": 35.0}
+        doc: dict[str, Any] = {"latitude": round(lat, 2), "longitude": round(lon, 2),
+                               "generationtime_ms": 0.05, "utc_offset_seconds": 0, "timezone": "GMT",
+                               "timezone_abbreviation": "GMT", "elevation": 35.0}
         if current:
             t = now - now % 900
             doc["current_units"] = {"time": "unixtime" if unixtime else "iso8601", "interval": "seconds",
@@ -233,9 +235,12 @@ class EmulatedWeather:
         tt = np.array([float(t)])
         clouds = int(round(float(self.sky.cloud_cover(tt)[0]) * 100))
         temp = float(self.sky.temperature(tt, lat, lon)[0])
-        main, desc, wid = ("Clear", "clear sky", 800) if clouds < 11 else \
-            ("Clouds", "few clouds", 801) if clouds < 25 else ("Clouds", "scattered clouds", 802) if clouds < 51 \
-            else ("Clouds", "broken clouds", 803) if clouds < 85 else ("Clouds", "overcast clouds", 804)
+        main, desc, wid = next(kind for limit, kind in ((11, ("Clear", "clear sky", 800)),
+                                                        (25, ("Clouds", "few clouds", 801)),
+                                                        (51, ("Clouds", "scattered clouds", 802)),
+                                                        (85, ("Clouds", "broken clouds", 803)),
+                                                        (101, ("Clouds", "overcast clouds", 804)))
+                               if clouds < limit)
         entry: dict[str, Any] = {
             "dt": t, "temp": round(to_temp(temp), 2), "feels_like": round(to_temp(temp - 1.5), 2),
             "pressure": 1015, "humidity": 60 + clouds // 4, "dew_point": round(to_temp(temp - 6), 2),
@@ -281,7 +286,8 @@ class EmulatedWeather:
             return web.Response(body=b'{"latitude":50.84,"hourly":{"time":[17189\x00\xff<html>',
                                 content_type="application/json")
         if fault == "ratelimit":
-            body = ({"error": True, "reason": "Minutely API request limit exceeded. Please try again in one minute."}
+            body = ({"error": True,
+                     "reason": "Minutely API request limit exceeded. Please try again in one minute."}
                     if request.path.startswith("/v1/") else
                     {"cod": 429, "message": "Your account is temporary blocked due to exceeding of requests "
                                             "limitation of your subscription type."})
@@ -362,9 +368,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, required=True, help="TCP port (0 = any free port)")
     p.add_argument("--host", default="127.0.0.1")
     key = p.add_mutually_exclusive_group()
-    key.add_argument("--owm-key-file", metavar="FILE", help="the OpenWeatherMap API key it accepts (first line)")
+    key.add_argument("--owm-key-file", metavar="FILE",
+                     help="the OpenWeatherMap API key it accepts (first line)")
     key.add_argument("--owm-key-env", metavar="VAR", help="... or in this environment variable")
-    p.add_argument("--faults", default="", metavar="SPEC", help=f"comma list name[:rate]: {', '.join(FAULTS)}")
+    p.add_argument("--faults", default="", metavar="SPEC",
+                   help=f"comma list name[:rate]: {', '.join(FAULTS)}")
     p.add_argument("--timeout-delay", type=float, default=30.0)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--start", type=float, help="emulated start time, epoch s (default: now, real time)")
@@ -392,7 +400,8 @@ def main(argv: list[str] | None = None) -> int:
             loop.add_signal_handler(sig, stop.set)
         port = await emu.serve(args.port)
         print(f"weather emulator (Open-Meteo /v1/forecast, OpenWeatherMap /data/3.0/onecall"
-              f"{'' if key else ', no OWM key: every onecall is 401'}) listening on http://{args.host}:{port}",
+              f"{'' if key else ', no OWM key: every onecall is 401'}) "
+              f"listening on http://{args.host}:{port}",
               flush=True)
         await stop.wait()
         await emu.shutdown()

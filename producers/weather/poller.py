@@ -111,8 +111,8 @@ class Poller:
         return True
 
     def _forecast(self, hourly: list[Observation]) -> bool:
-        """The hour in progress (its end is its ts) and the ``forecast_hours - 1`` after it, as one retained batch
-        replacing the last."""
+        """The hour in progress (its end is its ts) and the ``forecast_hours - 1`` after it, as one retained
+        batch replacing the last."""
         now_ms = int(self.host_time() * 1000)
         points = []
         for o in hourly:
@@ -152,8 +152,8 @@ class Poller:
         elif isinstance(exc, AuthFailed):
             ctx.counters.inc("auth_failures")
             where = self.cfg.api_key_file or f"${self.cfg.api_key_env}"
-            ctx.bad_input_log.warning(f"{name}:auth", "%s: %s refuses the API key from %s (%s): a new key can "
-                                    "take hours to become active", name, self.cfg.provider, where, exc)
+            ctx.bad_input_log.warning(f"{name}:auth", "%s: %s refuses the API key from %s (%s): a new key "
+                                      "can take hours to become active", name, self.cfg.provider, where, exc)
         elif isinstance(exc, RateLimited):
             ctx.counters.inc("rate_limited")
         elif isinstance(exc, ServiceError):

@@ -1,8 +1,8 @@
 """The two weather services as data and parsers: what to ask, and the answer -> observations.
 
 - **Open-Meteo** (``/v1/forecast``, no key): ``current`` and ``hourly`` temperature_2m, cloud_cover and
-  shortwave_radiation (global horizontal irradiance; hourly values are the mean of the *preceding* hour, current
-  ones of the preceding 15 minutes), times as UNIX seconds (``timeformat=unixtime``, GMT).
+  shortwave_radiation (global horizontal irradiance; hourly values are the mean of the *preceding* hour,
+  current ones of the preceding 15 minutes), times as UNIX seconds (``timeformat=unixtime``, GMT).
 - **OpenWeatherMap** One Call API 3.0 (``/data/3.0/onecall``, key ``appid``, ``units=metric``): ``current``
   and 48 ``hourly`` entries with ``temp`` and ``clouds`` (%); no irradiance, so the PV estimate comes from the
   clear-sky model under the cloud cover (``bus/solar.py``: Haurwitz, Kasten-Czeplak).
@@ -63,7 +63,9 @@ def _number(value: Any, key: str, bad: list[str], where: str) -> float | None:
 
 def _time(value: Any) -> int | None:
     """UNIX seconds -> epoch ms (whole seconds, 2000..2100)."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 946_684_800 <= value <= 4_102_444_800:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if not 946_684_800 <= value <= 4_102_444_800:
         return None
     return int(value) * 1000
 
@@ -143,7 +145,7 @@ def open_meteo_error(doc: Any) -> str | None:
     return None
 
 
-# -- OpenWeatherMap One Call 3.0 ------------------------------------------------------------------------------
+# -- OpenWeatherMap One Call 3.0 ----------------------------------------------------------------------------
 
 def owm_request(lat: float, lon: float, key: str) -> tuple[str, dict[str, str]]:
     return "/data/3.0/onecall", {"lat": f"{lat:.4f}", "lon": f"{lon:.4f}", "appid": key, "units": "metric",

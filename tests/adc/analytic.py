@@ -19,7 +19,8 @@ class Truth:
         return self.power / (self.vrms * self.irms)
 
 
-def truth(volts: float, amps: float, pf: float, *, lagging: bool = True, v_harmonics=(), i_harmonics=()) -> Truth:
+def truth(volts: float, amps: float, pf: float, *, lagging: bool = True, v_harmonics=(),
+          i_harmonics=()) -> Truth:
     """``pf`` negative: the current flows against the sensor's arrow (its phase turned by 180 degrees)."""
     alpha = math.acos(min(1.0, abs(pf)))
     phi = (-alpha if lagging else alpha) + (math.pi if pf < 0 else 0.0)

@@ -1,7 +1,7 @@
-"""``wattbus calibrate adc CIRCUIT`` against an emulated front end with a known miscalibration: the adapter's true
-VCAL, the CT's true ICAL and its phase lead differ from the config; the reference readings are the emulated
-truth. The command must find the true values, write them (and nothing else) into the config with a backup, and
-show the error before and after."""
+"""``wattbus calibrate adc CIRCUIT`` against an emulated front end with a known miscalibration: the adapter's
+true VCAL, the CT's true ICAL and its phase lead differ from the config; the reference readings are the
+emulated truth. The command must find the true values, write them (and nothing else) into the config with a
+backup, and show the error before and after."""
 
 from __future__ import annotations
 
@@ -93,8 +93,10 @@ def test_reference_readings_given_as_options_find_the_true_calibration(tmp_path,
     assert c["current_cal"] == pytest.approx(TRUE_ICAL, rel=0.003)
     assert c["phase_deg"] == pytest.approx(TRUE_LEAD, abs=0.1)
     # what the user sees: before and after, each against the reference
-    assert re.search(r"voltage\s+230\.00 V\s+\S+ V \(-2\.\d\d %\)\s+\S+ V \([+-]0\.[01]\d %\)", r.stdout), r.stdout
-    assert re.search(r"current ch 1\s+10\.000 A\s+\S+ A \(\+4\.\d\d %\)\s+\S+ A \([+-]0\.[0-2]\d %\)", r.stdout)
+    assert re.search(r"voltage\s+230\.00 V\s+\S+ V \(-2\.\d\d %\)\s+\S+ V \([+-]0\.[01]\d %\)",
+                     r.stdout), r.stdout
+    assert re.search(r"current ch 1\s+10\.000 A\s+\S+ A \(\+4\.\d\d %\)\s+\S+ A \([+-]0\.[0-2]\d %\)",
+                     r.stdout)
     assert re.search(r"phase error\s+0\.00 deg\s+\+2\.[45]\d deg\s+[+-]0\.0\d deg", r.stdout), r.stdout
     # the backup is the file as it was; only the three keys changed, the user's comments stayed
     backups = list(tmp_path.glob("wattbus.toml.*.bak"))
@@ -142,7 +144,7 @@ def test_a_reference_power_reading_calibrates_the_current(tmp_path):
     r = calibrate(path, "mains", "--voltage", "230", "--power", "2300", "--yes")
     assert r.returncode == 0, r.stderr
     c = circuit(path)
-    assert c["current_cal"] == pytest.approx(TRUE_ICAL, rel=0.005)   # through cos(2.5 deg) = 0.999: still close
+    assert c["current_cal"] == pytest.approx(TRUE_ICAL, rel=0.005)   # via cos(2.5 deg) = 0.999: still close
     assert "phase_deg" not in c
 
 
@@ -168,7 +170,8 @@ def test_an_unknown_circuit_names_the_ones_there_are(tmp_path):
     path = setup(tmp_path)
     r = calibrate(path, "kitchen", "--voltage", "230")
     assert r.returncode == 2
-    assert "kitchen" in r.stderr and "mains" in r.stderr and "pair" in r.stderr and "Traceback" not in r.stderr
+    assert "kitchen" in r.stderr and "mains" in r.stderr and "pair" in r.stderr
+    assert "Traceback" not in r.stderr
 
 
 def test_wattbus_calibrate_lists_what_can_be_calibrated(tmp_path):

@@ -1,6 +1,6 @@
-"""Hostile input to the adc producer (hypothesis): whatever the SPI device answers and however the host's clock
-behaves, the maths gives finite numbers (or says the window is not clean) and never crashes; a device answering
-with replies of the wrong length is an SPI error, counted like a failed transfer."""
+"""Hostile input to the adc producer (hypothesis): whatever the SPI device answers and however the host's
+clock behaves, the maths gives finite numbers (or says the window is not clean) and never crashes; a device
+answering with replies of the wrong length is an SPI error, counted like a failed transfer."""
 
 from __future__ import annotations
 
@@ -60,7 +60,8 @@ def test_any_window_gives_finite_numbers(w, has_voltage, phase, hz):
     if has_voltage:
         assert math.isfinite(a.vrms) and np.all(np.isfinite(a.real_power))
         assert a.frequency_hz is None or 0.5 * hz <= a.frequency_hz <= 2 * hz
-        metrics = {"voltage_v": a.vrms, "power_w": float(a.real_power.sum()), "current_a": float(a.irms.sum())}
+        metrics = {"voltage_v": a.vrms, "power_w": float(a.real_power.sum()),
+                   "current_a": float(a.irms.sum())}
         assert item_problem(1_700_000_000_000, metrics) is None
 
 

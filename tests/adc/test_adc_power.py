@@ -14,14 +14,14 @@ from producers.adc.chips import CHIPS
 from producers.adc.circuit import CircuitRunner
 from producers.adc.device import build_emulator
 from producers.adc.emulator import McpEmulator, Waveform
-from producers.adc.power import (analyse, harmonic_design, harmonic_fit, ratio, refine_omega, trapezoid_weights,
-                                 upward_crossings)
+from producers.adc.power import (analyse, harmonic_design, harmonic_fit, ratio, refine_omega,
+                                 trapezoid_weights, upward_crossings)
 from producers.adc.sampler import Sampler
 from tests.adc.analytic import truth
 
 TOL = 0.005
 CHIP = pytest.mark.parametrize("chip", list(CHIPS))
-# A CT/burden that puts ~0.8 V peak on the pin at the test current: both chips see a decent part of their range
+# A CT/burden that puts ~0.8 V peak on the pin at the test current: both chips use a fair part of their range
 # (the README says why a 10-bit chip wants that even more).
 AMPS, ICAL, VOLTS = 23.0, 40.0, 231.0
 V_HARM, I_HARM = [[3, 0.02], [5, 0.01]], [[3, 0.2], [5, 0.08], [7, 0.04]]
@@ -82,10 +82,10 @@ def test_emulated_clock_readings_match_the_analytic_truth(chip, hz, pf, directio
 @pytest.mark.parametrize("pf", [1.0, 0.8, 0.5, 0.2])
 @pytest.mark.parametrize("direction", [1, -1], ids=["import", "export"])
 def test_host_clock_readings_with_injected_jitter_each_match_the_analytic_truth(chip, hz, pf, direction):
-    """The chip sampled at this host's real perf_counter, with late wake-ups, 5 ms preemptions (in the pacing or
-    inside a transfer) and slow transfers injected on top of whatever else this machine is doing: every reading
-    the producer would publish is within 0.5 %. (A window the host disturbed so much that some part of the
-    cycle was never sampled is sampled again, as the producer does; it never becomes a reading.)"""
+    """The chip sampled at this host's real perf_counter, with late wake-ups, 5 ms preemptions (in the pacing
+    or inside a transfer) and slow transfers injected on top of whatever else this machine is doing: every
+    reading the producer would publish is within 0.5 %. (A window the host disturbed so much that some part of
+    the cycle was never sampled is sampled again, as the producer does; it never becomes a reading.)"""
     cfg = make({"mains": {"role": "grid", "voltage_channel": 0, "current_channels": [1], "current_cal": ICAL,
                           "sim": {"current_a": AMPS, "power_factor": direction * pf, "harmonics": I_HARM}}},
                chip=chip, mains_hz=hz, sim={"voltage_v": VOLTS, "noise_v": 0.001, "seed": 11, "clock": "host",
@@ -107,7 +107,8 @@ def test_host_clock_readings_with_injected_jitter_each_match_the_analytic_truth(
 
 def test_a_hole_or_an_interrupted_transfer_costs_samples_only():
     """The same exact waves sampled on a perfectly paced grid, with a 5 ms hole in the middle of a cycle, with
-    the loop behind and catching up, and with a transfer that took 3 ms (its time unknown): the same results."""
+    the loop behind and catching up, and with a transfer that took 3 ms (its time unknown): the same
+    results."""
     hz, spw, steps = 50.0, 60, 600
     v = Waveform(1.2, 1.6, hz, 0.0)
     i = Waveform(0.7, 1.7, hz, -math.degrees(math.acos(0.3)))
@@ -260,7 +261,8 @@ def test_invert_flips_the_direction():
 @CHIP
 def test_current_only_circuit_uses_nominal_voltage_and_is_unsigned(chip):
     cfg = make({"garage": {"current_channels": [3], "nominal_voltage_v": 225.0, "current_cal": ICAL,
-                           "sim": {"current_a": AMPS, "power_factor": -0.5}}}, chip=chip, sim={"noise_v": 0.001})
+                           "sim": {"current_a": AMPS, "power_factor": -0.5}}}, chip=chip,
+               sim={"noise_v": 0.001})
     m, metrics = read(cfg, "garage")
     assert m.analysis.vrms is None
     assert close(metrics["current_a"], AMPS)
@@ -286,7 +288,8 @@ def test_quantisation_is_what_the_maths_sees(chip):
 
 @CHIP
 def test_clipped_input_is_counted(chip):
-    cfg = make({"mains": {"voltage_channel": 0, "current_channels": [1], "sim": {"current_a": 150.0}}}, chip=chip)
+    cfg = make({"mains": {"voltage_channel": 0, "current_channels": [1], "sim": {"current_a": 150.0}}},
+               chip=chip)
     m, _ = read(cfg, "mains")
     assert m.analysis.clipped > 0
 

@@ -16,7 +16,8 @@ from tests.support.processes import write_config
 pytestmark = pytest.mark.timeout(90)
 
 
-def test_solar_and_battery_sections_publish_through_the_broker(broker, processes, collector_factory, tmp_path):
+def test_solar_and_battery_sections_publish_through_the_broker(broker, processes, collector_factory,
+                                                                tmp_path):
     pv, bat = unique("pv"), unique("battery")
     with EmulatedFronius(clock=HostClock(), plant=Plant(battery_wh=10_000)) as emu:
         cfg = write_config(tmp_path / "wattbus.toml", broker, f"""
@@ -33,8 +34,8 @@ def test_solar_and_battery_sections_publish_through_the_broker(broker, processes
             """)
         c = collector_factory(broker, f"fronius/{pv}/#", f"fronius/{bat}/#")
         solar, battery = processes(cfg, pv), processes(cfg, bat)
-        c.wait_for(lambda: len(c.on(f"fronius/{pv}/reading")) >= 2 and len(c.on(f"fronius/{bat}/reading")) >= 2,
-                   what="two readings of each")
+        c.wait_for(lambda: len(c.on(f"fronius/{pv}/reading")) >= 2
+                   and len(c.on(f"fronius/{bat}/reading")) >= 2, what="two readings of each")
         assert solar.terminate() == 0 and battery.terminate() == 0
         c.wait_for(lambda: c.on(f"fronius/{pv}/status")[-1][1] == b"offline", what="offline at stop")
     readings = [r for _, p, _ in c.on(f"fronius/{pv}/reading") for r in envelope.decode(p)]

@@ -1,7 +1,7 @@
-"""Hostile service answers (hypothesis): huge, nested, wrong types, wrong encoding, NaN, out of range, the wrong
-units. At the parser level an answer becomes observations of finite, plausible numbers plus named problems, or
-is refused with a reason; over the real HTTP path (the emulator answering with the bytes drawn) a fetch never
-crashes, what is published passes the envelope, garbage is counted and dead-lettered."""
+"""Hostile service answers (hypothesis): huge, nested, wrong types, wrong encoding, NaN, out of range, the
+wrong units. At the parser level an answer becomes observations of finite, plausible numbers plus named
+problems, or is refused with a reason; over the real HTTP path (the emulator answering with the bytes drawn) a
+fetch never crashes, what is published passes the envelope, garbage is counted and dead-lettered."""
 
 from __future__ import annotations
 
@@ -69,8 +69,8 @@ def mutated(draw, doc: dict) -> dict:
         elif action == 1:
             parent[path[-1]] = draw(hostile_value)
         elif action == 2:
-            parent[path[-1]] = draw(st.sampled_from([NAN, 1e308, -1e308, 2**70, -0.0, True, "12.5", None, 1e12,
-                                                     "°F", "kW/m²", [1, 2, 3] * 200]))
+            parent[path[-1]] = draw(st.sampled_from([NAN, 1e308, -1e308, 2**70, -0.0, True, "12.5", None,
+                                                     1e12, "°F", "kW/m²", [1, 2, 3] * 200]))
         elif action == 3:
             nested: object = 1.0
             for _ in range(draw(st.integers(1, 60))):
@@ -91,7 +91,8 @@ def _check(observations) -> None:
 
 
 @FUZZ
-@given(st.one_of(st.tuples(st.just("open-meteo"), mutated(OPEN_METEO)), st.tuples(st.just("owm"), mutated(OWM))))
+@given(st.one_of(st.tuples(st.just("open-meteo"), mutated(OPEN_METEO)),
+                 st.tuples(st.just("owm"), mutated(OWM))))
 def test_any_answer_parses_to_plausible_numbers_or_is_refused_with_a_reason(case):
     provider, doc = case
     doc = json.loads(dumps(doc).replace(b"NaN", b"null"))  # (the bare NaN literal cannot reach a parser)
@@ -108,8 +109,9 @@ def test_any_answer_parses_to_plausible_numbers_or_is_refused_with_a_reason(case
 
 def _body(doc: dict, how: int, junk: bytes) -> bytes:
     raw = dumps(doc)
-    return [raw, raw[: len(raw) // 2], raw.replace(b'"hourly"', b'"h\xffourly"', 1), b"[" * 5000 + b"]" * 5000,
-            b'{"current":' * 3000, b'{"pad": "' + b"x" * (2 << 20) + b'"}', junk][how]
+    return [raw, raw[: len(raw) // 2], raw.replace(b'"hourly"', b'"h\xffourly"', 1),
+            b"[" * 5000 + b"]" * 5000, b'{"current":' * 3000, b'{"pad": "' + b"x" * (2 << 20) + b'"}',
+            junk][how]
 
 
 @pytest.fixture(scope="module")

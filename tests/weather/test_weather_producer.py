@@ -27,16 +27,18 @@ def test_open_meteo_current_conditions_and_forecast():
     assert r.ts == t_cur * 1000 and r.period_s == 900 and r.device == "weather"
     assert r.metrics["temperature_c"] == pytest.approx(float(sky.temperature(np.array([t_cur]), LAT, LON)[0]),
                                                        abs=0.05)
-    assert r.metrics["cloud_cover_pct"] == pytest.approx(float(sky.cloud_cover(np.array([t_cur]))[0]) * 100, abs=0.5)
+    cover = float(sky.cloud_cover(np.array([t_cur]))[0]) * 100
+    assert r.metrics["cloud_cover_pct"] == pytest.approx(cover, abs=0.5)
     ghi = float(sky.ghi_mean(np.array([t_cur]), 900, LAT, LON)[0])
     assert r.metrics["irradiance_w_m2"] == pytest.approx(ghi, abs=0.05)
     assert r.metrics["pv_estimate_w"] == pytest.approx(5000 * ghi / 1000, abs=0.1)
     [(topic, points)] = forecasts
     assert topic == "weather/weather/forecast"
     hour = JUNE - JUNE % 3600
-    assert [p.ts for p in points] == [int(hour + 3600 * k) * 1000 for k in range(1, 49)]  # from the hour in progress
-    assert all(p.period_s == 3600 and set(p.metrics) == {"temperature_c", "cloud_cover_pct", "irradiance_w_m2",
-                                                          "pv_estimate_w"} for p in points)
+    # from the hour in progress (its ts is its end) on
+    assert [p.ts for p in points] == [int(hour + 3600 * k) * 1000 for k in range(1, 49)]
+    keys = {"temperature_c", "cloud_cover_pct", "irradiance_w_m2", "pv_estimate_w"}
+    assert all(p.period_s == 3600 and set(p.metrics) == keys for p in points)
     night = [p for p in points if p.metrics["irradiance_w_m2"] == 0]
     assert night and all(p.metrics["pv_estimate_w"] == 0 for p in night)
     assert max(p.metrics["pv_estimate_w"] for p in points) > 1000
