@@ -3,8 +3,9 @@
 A plugin is one folder plus one registry line (``producers/registry.py``, ``consumers/registry.py``: type ->
 package). The package exposes ``PLUGIN = Plugin(...)``; everything that walks plugins reads only this record:
 config loading and ``check-config`` (``config``), ``wattbus run`` (``run``), ``wattbus emulate`` (``emulator``),
-``wattbus bench`` (``bench``), ``wattbus demo`` (``demo``, ``demo_data``, ``links``) and ``wattbus export``
-(``readings_sink``); a test checks ``metrics`` against the metrics table. The CLI never imports a plugin's
+``wattbus bench`` (``bench``), ``wattbus demo`` (``demo``, ``demo_data``, ``links``), ``wattbus export``
+(``readings_sink``) and ``wattbus calibrate`` (``calibrate``); a test checks ``metrics`` against the metrics
+table. The CLI never imports a plugin's
 modules by name.
 
 Keep ``__init__.py`` light: ``check-config`` imports every plugin's ``Config``. ``run``, the emulator and the
@@ -33,6 +34,11 @@ Run = Callable[[Any, Any], None]
 """``run(ctx, cfg)``: ctx is a ``bus.producer.ProducerContext`` or a ``bus.consumer.ConsumerContext``."""
 Main = Callable[[list[str]], int]
 """A command-line entry: ``main(argv) -> exit status`` (argv without the ``wattbus emulate TYPE`` part)."""
+Calibrate = Callable[[Any, str, list[str]], "Mapping[tuple[str, ...], Any] | None"]
+"""``calibrate(app, name, argv)``: measures the configured instance ``name`` of ``app`` (a
+``bus.config.AppConfig``) against the user's references (asked on stdin, or given in ``argv``), shows the
+error before and after, and returns the config values to change (key path in the file -> new value), or None
+for nothing to change."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +69,9 @@ class Plugin:
     """The sink URL where a configured instance stores calendar buckets (``wattbus export --period``)."""
     metrics: Callable[[], Iterable[str]] | None = None
     """Every metric key the plugin's device tables map to (a test checks each is a row of metrics.toml)."""
+    calibrate: Calibrate | None = None
+    """``wattbus calibrate TYPE NAME ...``: the walk-through; the command writes what it returns (with a
+    backup)."""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:

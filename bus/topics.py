@@ -28,6 +28,14 @@ def state(source: str, device: str) -> str:
     return f"{source}/{device}/state"
 
 
+def forecast(source: str, device: str) -> str:
+    """A producer's latest forecast for ``device`` (retained): a reading batch whose timestamps lie ahead,
+    e.g. the weather producer's hourly temperature, cloud cover, irradiance and PV estimate. Not a reading
+    topic: consumers of measurements never see it, and its timestamps are exempt from the plausibility
+    window."""
+    return f"{source}/{device}/forecast"
+
+
 def aggregate(source: str, device: str, period: str) -> str:
     return f"agg/{source}/{device}/{period}"
 

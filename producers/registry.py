@@ -11,4 +11,6 @@ PRODUCERS: dict[str, str] = {
     "shelly": "producers.shelly",
     "p1": "producers.p1",
     "sim": "producers.sim",
+    "fronius": "producers.fronius",
+    "weather": "producers.weather",
 }

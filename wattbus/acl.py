@@ -92,6 +92,17 @@ def _sim(name: str, cfg, app: AppConfig) -> Access:
     return a
 
 
+def _fronius(name: str, cfg, app: AppConfig) -> Access:
+    return _devices("fronius", [cfg.device or name], state=False)
+
+
+def _weather(name: str, cfg, app: AppConfig) -> Access:
+    device = cfg.device or name
+    a = _devices("weather", [device], state=False)
+    a.write.append(topics.forecast("weather", device))  # the retained forecast (producers/weather/README.md)
+    return a
+
+
 def _store(name: str, cfg, app: AppConfig) -> Access:
     return Access(read=[_unshared(t) for t in cfg.topics])
 
@@ -124,6 +135,8 @@ PLUGIN_ACCESS: dict[tuple[str, str], Rule | Access] = {
     ("producer", "p1"): _p1,
     ("producer", "shelly"): _shelly,
     ("producer", "sim"): _sim,
+    ("producer", "fronius"): _fronius,
+    ("producer", "weather"): _weather,
     ("consumer", "store"): _store,
     ("consumer", "exporter"): Access(read=[topics.ALL_READINGS, topics.ALL_STATUS, "wattbus/+/status",
                                            "wattbus/+/health"]),

@@ -106,6 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("rest", nargs=argparse.REMAINDER)
     s.set_defaults(func=_delegate("wattbus.bench"))
 
+    s = sub.add_parser("calibrate", help="measure against a reference meter, write the new calibration (adc)")
+    s.add_argument("rest", nargs=argparse.REMAINDER)
+    s.set_defaults(func=lambda args: importlib.import_module("wattbus.calibrate").main(args.config,
+                                                                                        args.rest))
+
     s = sub.add_parser("emulate", help="a plugin's device emulator: shelly, p1, hhpc (a dataset year), ...")
     s.add_argument("rest", nargs=argparse.REMAINDER)
     s.set_defaults(func=_delegate("wattbus.emulate"))

@@ -11,15 +11,35 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from bus import envelope
+from producers.adc.chips import CHIPS
 from producers.adc.config import Circuit, Config
 from producers.adc.energy import EnergyCounter
-from producers.adc.mcp3208 import SampleWindow
 from producers.adc.power import Analysis, analyse, ratio
+from producers.adc.sampler import SampleWindow, Sampler
 
 MIN_APPARENT_VA = 1.0
 """Below this the power factor is the ratio of two noise figures: it is left out."""
+METRICS = ("voltage_v", "current_a", "power_w", "apparent_power_va", "power_factor", "frequency_hz",
+           "energy_import_wh", "energy_export_wh")
+"""Every metric a circuit's reading may carry."""
+ATTEMPTS = 3
+"""Windows sampled at most for one reading when the host was so busy that a gap hit every cycle."""
+
+
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    """One reading's sampling: the analysis of the last window, how many windows it took, late steps."""
+
+    analysis: Analysis
+    windows: int
+    late_steps: int
+
+    @property
+    def usable(self) -> bool:
+        return self.analysis.clean
 
 
 class RemoteVoltage:
@@ -70,8 +90,9 @@ class CircuitRunner:
         self.device = circuit.device or name
         self.channels = circuit.channels
         self.has_voltage = circuit.voltage_channel is not None
-        self.v_ratio = ratio(circuit.voltage_cal, cfg.vref)
-        self.i_ratios = [ratio(c, cfg.vref) for c in circuit.current_cals]
+        self.chip = CHIPS[cfg.chip]
+        self.v_ratio = ratio(circuit.voltage_cal, cfg.vref, self.chip.counts)
+        self.i_ratios = [ratio(c, cfg.vref, self.chip.counts) for c in circuit.current_cals]
         self.phase_deg = circuit.phases_deg
         self.nominal_hz = cfg.mains_hz
         self.sign = -1.0 if circuit.invert else 1.0
@@ -82,9 +103,21 @@ class CircuitRunner:
         self.used_nominal = 0
 
     def analyse(self, window: SampleWindow) -> Analysis:
-        return analyse(window.codes, step_s=window.step_s, delays_s=window.delays_s,
-                       has_voltage=self.has_voltage, v_ratio=self.v_ratio, i_ratios=self.i_ratios,
-                       phase_deg=self.phase_deg, nominal_hz=self.nominal_hz)
+        return analyse(window.codes, window.times_s, took_s=window.took_s, has_voltage=self.has_voltage,
+                       v_ratio=self.v_ratio, i_ratios=self.i_ratios, phase_deg=self.phase_deg,
+                       nominal_hz=self.nominal_hz, full_scale=self.chip.full_scale)
+
+    def measure(self, adc: Sampler, steps: int, step_ns: int) -> Measurement:
+        """Sample and analyse a window; again (up to ``ATTEMPTS``) while the host was too busy for any whole
+        cycle to come through clean. ``OSError`` from the SPI device passes through."""
+        late = 0
+        for attempt in range(1, ATTEMPTS + 1):
+            window = adc.sample(self.channels, steps, step_ns)
+            late += window.late_steps
+            a = self.analyse(window)
+            if a.clean:
+                break
+        return Measurement(a, attempt, late)
 
     def metrics(self, a: Analysis, now_s: float) -> dict[str, float]:
         """The reading's metrics; also advances the energy counters by this reading's power."""

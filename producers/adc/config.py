@@ -1,4 +1,4 @@
-"""The adc producer's config: one MCP3208, its sampling settings, and one table per measured circuit.
+"""The adc producer's config: one MCP3208 or MCP3008, its sampling settings, one table per measured circuit.
 
 ```toml
 [producer.adc]
@@ -22,6 +22,7 @@ import msgspec
 
 from bus.config import PluginConfig
 from bus.envelope import NAME_PATTERN, SOURCES
+from producers.adc.chips import CHIPS
 
 Channel = Annotated[int, msgspec.Meta(ge=0, le=7)]
 Positive = Annotated[float, msgspec.Meta(gt=0)]
@@ -47,6 +48,31 @@ class SimCircuit(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Current harmonics, e.g. [[3, 0.2], [5, 0.1]] for a rectifier load."""
     profile: list[Pair] = msgspec.field(default_factory=list)
     """Load profile over time: [[seconds, scale], ...], linear in between, repeating after the last point."""
+    voltage_cal: Positive | None = None
+    """The emulated voltage sensor's true VCAL; default: the circuit's ``voltage_cal`` (perfectly calibrated).
+    Set it apart to emulate a miscalibrated adapter (what ``wattbus calibrate`` finds)."""
+    current_cal: float | list[float] | None = None
+    """The emulated CTs' true ICAL (default: the circuit's ``current_cal``)."""
+    phase_deg: float | list[float] | None = None
+    """How far the emulated CTs really lead the voltage sensor, degrees (default: the circuit's ``phase_deg``,
+    which then compensates it exactly)."""
+
+
+Probability = Annotated[float, msgspec.Meta(ge=0, le=1)]
+
+
+class SimJitter(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """What a Linux host does to the sampling loop, injected in ``clock = "host"`` mode."""
+
+    late_p: Probability = 0.0
+    """Chance that a step wakes up late, by up to ``late_max_us``."""
+    late_max_us: Annotated[float, msgspec.Meta(ge=0, le=100_000)] = 300.0
+    preempt_every: Annotated[int, msgspec.Meta(ge=0)] = 0
+    """A preemption of ``preempt_ms`` about every this many conversions (0: none)."""
+    preempt_ms: Annotated[float, msgspec.Meta(ge=0, le=1000)] = 5.0
+    slow_p: Probability = 0.0
+    """Chance that one SPI transfer takes ``slow_us`` longer."""
+    slow_us: Annotated[float, msgspec.Meta(ge=0, le=100_000)] = 150.0
 
 
 class SimGrid(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -63,6 +89,10 @@ class SimGrid(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     sample_period_us: Positive | None = None
     """Emulated time of one conversion; default 24 SPI clocks at ``max_speed_hz``."""
     seed: int = 0
+    clock: Literal["emulated", "host"] = "emulated"
+    """"host": sample the pins at the host's real clock, as on a Pi, with ``jitter`` injected (costs a core
+    while sampling); "emulated": the emulator's own exact time."""
+    jitter: SimJitter = msgspec.field(default_factory=lambda: SimJitter())
 
     def __post_init__(self) -> None:
         _check_harmonics(self.harmonics, "sim.harmonics")
@@ -114,9 +144,10 @@ class Circuit(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         n = len(self.current_channels)
         for key in ("current_cal", "phase_deg"):
             _per_channel(self, key, n)
-        for key in ("current_a", "power_factor"):
+        for key in ("current_a", "power_factor", "current_cal", "phase_deg"):
             _per_channel(self.sim, key, n, prefix="sim.")
-        if any(c == 0 for c in self.current_cals):
+        if any(c == 0 for c in self.current_cals) or (self.sim.current_cal is not None
+                                                       and 0 in _listify(self.sim.current_cal, n)):
             raise ValueError("`current_cal` must not be 0")
         if any(not -1 <= pf <= 1 for pf in _listify(self.sim.power_factor, n)):
             raise ValueError("`sim.power_factor` must be -1..1")
@@ -166,16 +197,19 @@ def _per_channel(obj: msgspec.Struct, key: str, n: int, prefix: str = "") -> Non
 class Config(PluginConfig, kw_only=True, forbid_unknown_fields=True):
     """``[producer.NAME] type = "adc"``; circuits in ``[producer.NAME.circuits.CIRCUIT]`` tables."""
 
+    chip: Literal[tuple(CHIPS)] = "mcp3208"  # type: ignore[valid-type]
+    """The ADC: "mcp3208" (12 bits) or "mcp3008" (10 bits); same wiring, own frame and result."""
     spi: Literal["spidev", "sim"] = "spidev"
     spi_bus: Annotated[int, msgspec.Meta(ge=0)] = 0
     spi_cs: Annotated[int, msgspec.Meta(ge=0)] = 0
     """Chip select: 0 = CE0 (/dev/spidev0.0), 1 = CE1."""
-    max_speed_hz: Annotated[int, msgspec.Meta(ge=10_000, le=2_000_000)] = 1_000_000
-    """SPI clock; the MCP3208 is specified up to 2 MHz at 5 V and 1 MHz at 2.7 V."""
+    max_speed_hz: Annotated[int, msgspec.Meta(ge=10_000, le=3_600_000)] = 1_000_000
+    """SPI clock; the MCP3208 is specified up to 2 MHz at 5 V (1 MHz at 2.7 V), the MCP3008 to 3.6 MHz
+    (1.35 MHz at 2.7 V)."""
     spi_mode: Literal[0, 3] = 0
-    """The MCP3208 speaks SPI modes 0,0 and 1,1 only."""
+    """The chips speak SPI modes 0,0 and 1,1 only."""
     vref: Positive = 3.3
-    """Volts on the MCP3208's VREF pin."""
+    """Volts on the chip's VREF pin."""
     mains_hz: Annotated[float, msgspec.Meta(ge=40, le=70)] = 50.0
     samples_per_wave: Annotated[int, msgspec.Meta(ge=8, le=1000)] = 60
     """Sampling steps per mains cycle; each step converts every channel of the circuit once."""
@@ -186,6 +220,10 @@ class Config(PluginConfig, kw_only=True, forbid_unknown_fields=True):
     sim: SimGrid = msgspec.field(default_factory=SimGrid)
 
     def __post_init__(self) -> None:
+        limit = CHIPS[self.chip].max_clock_hz
+        if self.max_speed_hz > limit:
+            raise ValueError(f"`max_speed_hz`: the {self.chip.upper()} is specified up to {limit:,} Hz "
+                             f"(at 5 V; about half at 2.7 V), got {self.max_speed_hz:,}")
         if not self.circuits:
             raise ValueError("`circuits` must hold at least one [producer.NAME.circuits.CIRCUIT] table")
         devices: dict[str, str] = {}

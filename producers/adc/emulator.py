@@ -1,44 +1,59 @@
-"""A simulated MCP3208 behind the ``spidev.SpiDev`` interface (``open``, ``mode``, ``max_speed_hz``,
-``xfer2``, ``close``): the demo's ADC and the tests' device.
+"""A simulated MCP3208 or MCP3008 behind the ``spidev.SpiDev`` interface (``open``, ``mode``,
+``max_speed_hz``, ``xfer2``, ``close``): the demo's ADC and the tests' device.
 
-It answers at the bit level, the way the chip's serial interface does (datasheet DS21298E, section 6), so
-a reader with a wrong frame gets wrong codes exactly as it would from the real chip:
+It answers at the bit level, the way the chips' serial interface does (datasheets DS21298E and DS21295,
+section 6), so a reader with a wrong frame gets wrong codes exactly as it would from the real chip:
 
 * the chip ignores leading zeros on DIN; the first 1 is the **start bit**;
 * the next four bits are SGL/DIFF, D2, D1, D0 (single-ended: channel D2D1D0; pseudo-differential: IN+ is
   channel D2D1D0 and IN- its pair partner D2D1D0 ^ 1, a negative difference reads 0);
-* one clock to sample (DOUT still high-impedance), a null bit 0, B11..B0 MSB first, then B1..B11 LSB
-  first, then zeros for as long as CS stays low;
+* one clock to sample (DOUT still high-impedance), a null bit 0, the result MSB first (B11..B0 on the
+  12-bit MCP3208, B9..B0 on the 10-bit MCP3008), then again LSB first from B1, then zeros for as long as
+  CS stays low;
 * a frame that ends before D0 (or has no start bit) starts no conversion and DOUT stays high-impedance.
 
 What the host reads while DOUT is high-impedance is ``hiz_bit`` (1: a floating MISO line that floats high).
 ``lsbfirst`` reverses the bits of every byte both ways, ``cshigh`` never selects the chip, and SPI modes 1
 and 2 (the chip supports only 0,0 and 1,1) are modelled as both sides seeing the other one clock late.
 
-Time base: the emulator has its own clock, a standing ``bus.clock.EmulatedClock``. Each conversion (one
-``xfer2``, one CS assertion) samples the input pins at the current emulated time and advances the clock by
-``sample_period_s``, so the waveform a reader sees is consistent however slowly Python runs;
-``clock.sleep_until`` (what the reader's pacing calls) jumps ahead without real waiting. With ``realtime``
-set, an idle gap in real time longer than ``resync_gap_s`` (the producer waiting for its next interval)
-moves the emulated clock by that gap, so load profiles follow the wall clock in the demo.
+Time base, one of two:
+
+* **emulated** (default): the emulator has its own clock, a standing ``bus.clock.EmulatedClock``. Each
+  conversion (one ``xfer2``, one CS assertion) samples the input pins at the current emulated time and
+  advances the clock by ``sample_period_s``, so the waveform a reader sees is consistent however slowly Python
+  runs; ``clock.sleep_until`` (what the reader's pacing calls) jumps ahead without real waiting. With
+  ``realtime`` set, an idle gap in real time longer than ``resync_gap_s`` (the producer waiting for its next
+  interval) moves the emulated clock by that gap, so load profiles follow the wall clock in the demo.
+* **host** (``host=Jitter(...)``): the pins are sampled at the host's ``perf_counter`` at the instant of
+  the conversion, as a real chip on a Pi is, and the pacing really sleeps; on top of what the host's own
+  scheduler does, :class:`Jitter` injects what a Pi's does: late wake-ups, a 5 ms preemption (in the pacing
+  or inside a transfer, before or after the chip samples), slow transfers. This is the mode that shows
+  whether the maths trusts the schedule or the samples.
 """
 
 from __future__ import annotations
 
 import bisect
 import math
+import random
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 
 import numpy as np
 
 from bus.clock import Clock, EmulatedClock
-
-ADC_COUNTS = 4096
-FULL_SCALE = ADC_COUNTS - 1
+from producers.adc.chips import CHIPS
+from producers.adc.sampler import SpinClock
 
 _REVERSE8 = bytes(int(f"{b:08b}"[::-1], 2) for b in range(256))
-_REVERSE11 = [int(f"{c:011b}"[::-1], 2) for c in range(2048)]
+
+
+@cache
+def _reversed_bits(width: int) -> list[int]:
+    """``table[c]`` = ``c``'s ``width`` low bits in reverse order (the LSB-first tail of a result)."""
+    return [int(f"{c:0{width}b}"[::-1], 2) for c in range(1 << width)]
 
 
 @dataclass(frozen=True)
@@ -130,10 +145,90 @@ class Waveform:
         return v
 
 
-def code_of_volts(v: float, vref: float) -> int:
-    """The ideal 12-bit transfer function, ``code = floor(4096 * Vin / Vref)``, clipped to 0..4095."""
-    c = math.floor(v * ADC_COUNTS / vref)
-    return 0 if c < 0 else min(c, FULL_SCALE)
+def code_of_volts(v: float, vref: float, bits: int = 12) -> int:
+    """The ideal transfer function, ``code = floor(2**bits * Vin / Vref)``, clipped to 0..2**bits - 1."""
+    c = math.floor(v * (1 << bits) / vref)
+    return 0 if c < 0 else min(c, (1 << bits) - 1)
+
+
+@dataclass(frozen=True)
+class Jitter:
+    """What a Linux host does to a sampling loop, injected on top of what this host does anyway."""
+
+    late_p: float = 0.0
+    """Chance that a step's wake-up is late ..."""
+    late_max_s: float = 300e-6
+    """... by up to this much (uniform): about one sampling step."""
+    preempt_every: int = 0
+    """One preemption every this many conversions, at a random place around it (0: none) ..."""
+    preempt_s: float = 5e-3
+    """... of this length: a quarter of a 50 Hz cycle."""
+    slow_p: float = 0.0
+    """Chance that a transfer is slow ..."""
+    slow_s: float = 150e-6
+    """... by this much, split at random before and after the instant the chip samples."""
+    seed: int | None = 0
+
+
+class HostTiming(SpinClock):
+    """The host's ``perf_counter`` as the emulated chip's time base, with :class:`Jitter` injected: the
+    reader's pacing (``sleep_until``) wakes up late now and then, and :meth:`conversion` (one per transfer)
+    is slow or preempted now and then."""
+
+    def __init__(self, jitter: Jitter):
+        self.jitter = jitter
+        self._rng = random.Random(jitter.seed)
+        self._count = 0
+        self._next_preempt = self._draw_preempt()
+        self._preempt_pacing = False
+        self.injected = {"late": 0, "preempt": 0, "slow": 0}
+
+    def _draw_preempt(self) -> int:
+        j = self.jitter
+        return self._count + self._rng.randint(1, 2 * j.preempt_every) if j.preempt_every else -1
+
+    @staticmethod
+    def _spin(seconds: float) -> None:
+        end = time.perf_counter_ns() + round(seconds * 1e9)
+        while time.perf_counter_ns() < end:
+            pass
+
+    def sleep_until(self, t: float) -> None:
+        super().sleep_until(t)
+        j = self.jitter
+        if self._preempt_pacing:
+            self._preempt_pacing = False
+            time.sleep(j.preempt_s)
+        if j.late_p and self._rng.random() < j.late_p:
+            self.injected["late"] += 1
+            self._spin(self._rng.uniform(0.0, j.late_max_s))
+
+    def conversion(self) -> float:
+        """The instant (perf_counter seconds) the chip samples in this transfer, after the injected delays
+        before it; the delays after it happen before this returns."""
+        j, rng = self.jitter, self._rng
+        self._count += 1
+        before = after = 0.0
+        if j.slow_p and rng.random() < j.slow_p:
+            self.injected["slow"] += 1
+            split = rng.random()
+            before, after = j.slow_s * split, j.slow_s * (1.0 - split)
+        if self._count == self._next_preempt:
+            self.injected["preempt"] += 1
+            self._next_preempt = self._draw_preempt()
+            where = rng.randrange(3)  # in the pacing (the next wake-up), or inside this transfer, before or
+            if where == 0:           # after the chip samples
+                self._preempt_pacing = True
+            elif where == 1:
+                before += j.preempt_s
+            else:
+                after += j.preempt_s
+        if before:
+            self._spin(before)
+        at = time.perf_counter_ns() * 1e-9
+        if after:
+            self._spin(after)
+        return at
 
 
 @dataclass(frozen=True)
@@ -150,17 +245,21 @@ class _Plan:
 
 
 @dataclass
-class Mcp3208Emulator:
-    """Drop-in for ``spidev.SpiDev`` talking to an MCP3208 whose input pins carry ``channels``."""
+class McpEmulator:
+    """Drop-in for ``spidev.SpiDev`` talking to an MCP3208 (or ``chip="mcp3008"``) whose input pins carry
+    ``channels``."""
 
     channels: Mapping[int, Waveform] = field(default_factory=dict)
     vref: float = 3.3
+    chip: str = "mcp3208"
     sample_period_s: float = 24e-6
     """Emulated time one conversion (one xfer2) takes; 24 SPI clocks at 1 MHz by default."""
     seed: int | None = 0
     realtime: Clock | None = None
     """A clock whose idle gaps (longer than ``resync_gap_s``) move emulated time along (demo: the host's)."""
     resync_gap_s: float = 0.1
+    host: Jitter | None = None
+    """Sample at the host's clock with this jitter injected (see the module's docstring); None: emulated."""
     hiz_bit: int = 1
 
     # spidev.SpiDev attributes
@@ -171,11 +270,18 @@ class Mcp3208Emulator:
     cshigh: bool = False
 
     def __post_init__(self) -> None:
+        if self.chip not in CHIPS:
+            raise ValueError(f"unknown chip {self.chip!r} (one of {', '.join(CHIPS)})")
+        self.bits = CHIPS[self.chip].bits
+        self._tail = _reversed_bits(self.bits - 1)
         for ch in self.channels:
             if not 0 <= ch <= 7:
-                raise ValueError(f"MCP3208 channel {ch} does not exist (0..7)")
-        self.clock = EmulatedClock(start=0.0, speed=0.0, idle_from=self.realtime, idle_gap_s=self.resync_gap_s)
-        """Emulated time: each conversion advances it by ``sample_period_s``; the reader's pacing jumps it."""
+                raise ValueError(f"{self.chip.upper()} channel {ch} does not exist (0..7)")
+        self.timing = HostTiming(self.host) if self.host is not None else None
+        self.clock: Clock = self.timing or EmulatedClock(start=0.0, speed=0.0, idle_from=self.realtime,
+                                                         idle_gap_s=self.resync_gap_s)
+        """Emulated time: each conversion advances it by ``sample_period_s``, the reader's pacing jumps it;
+        or the host's clock (``host``)."""
         self._rng = np.random.default_rng(self.seed)
         self._noise: list[float] = []
         self._period_ns = max(1, round(self.sample_period_s * 1e9))
@@ -200,7 +306,11 @@ class Mcp3208Emulator:
         plan = self._plans.get(key)
         if plan is None:
             plan = self._plans[key] = self._plan(tx)
-        t_s = (self.clock.advance_ns(self._period_ns) - self._period_ns) * 1e-9
+        if self.timing is not None:
+            t_s = self.timing.conversion()
+        else:
+            clock: EmulatedClock = self.clock  # type: ignore[assignment]
+            t_s = (clock.advance_ns(self._period_ns) - self._period_ns) * 1e-9
         self.conversions += 1
         word = plan.hiz_word
         if plan.converts:
@@ -208,7 +318,7 @@ class Mcp3208Emulator:
             s = plan.msb_shift
             word |= code << s if s >= 0 else code >> -s
             s = plan.lsb_shift
-            tail = _REVERSE11[code >> 1]
+            tail = self._tail[code >> 1]
             word |= tail << s if s >= 0 else tail >> -s
             word &= (1 << (8 * plan.nbytes)) - 1
         rx = word.to_bytes(plan.nbytes, "big")
@@ -231,7 +341,7 @@ class Mcp3208Emulator:
         v = self.pin_volts(plan.positive, t_s)
         if plan.negative >= 0:
             v -= self.pin_volts(plan.negative, t_s)
-        return code_of_volts(v, self.vref)
+        return code_of_volts(v, self.vref, self.bits)
 
     def _plan(self, tx: bytes) -> _Plan:
         n = 8 * len(tx)
@@ -252,13 +362,14 @@ class Mcp3208Emulator:
         config = (word >> (n - 1 - (s + 4))) & 0xF
         single, d = config >> 3, config & 0x7
         positive, negative = (d, -1) if single else (d, d ^ 1)
-        # DOUT is high-impedance up to and including the sample clock s+5, null bit at s+6, B11 at s+7.
+        # DOUT is high-impedance up to and including the sample clock s+5, null bit at s+6, the MSB at s+7.
         hiz_clocks = s + 6
         hiz_word = 0
         if self.hiz_bit:
             hiz_word = ((1 << hiz_clocks) - 1) << (n - hiz_clocks)
-        msb_shift = n - 1 - (s + 18)  # B0 lands on clock s+18
-        lsb_shift = n - 1 - (s + 29)  # the LSB-first tail ends with B11 on clock s+29
+        bits = self.bits
+        msb_shift = n - 1 - (s + 6 + bits)  # B0 lands on clock s+6+bits (s+18 on the MCP3208)
+        lsb_shift = n - 1 - (s + 5 + 2 * bits)  # the LSB-first tail ends with the MSB on clock s+5+2*bits
         if skew:  # and the host reads DOUT one clock late
             hiz_word = (hiz_word >> 1) | ((1 << (n - 1)) if self.hiz_bit else 0)
             msb_shift -= 1
@@ -272,19 +383,23 @@ def circuit_waveforms(*, vref: float, frequency_hz: float, voltage_channel: int 
                       bias_v: float | None = None, noise_v: float = 0.0,
                       voltage_harmonics: Sequence[Harmonic] = (),
                       current_harmonics: Sequence[Harmonic] = (), profile: LoadCurve | None = None,
-                      lagging: bool = True) -> dict[int, Waveform]:
+                      lagging: bool = True,
+                      sensor_lead_deg: Sequence[float] | None = None) -> dict[int, Waveform]:
     """Pin waveforms for a physical description: mains at ``voltage_v`` rms, each current channel carrying
     ``currents_a`` rms at a power factor (negative: the power flows against the sensor's arrow, e.g. a grid
-    circuit exporting). Calibrations map physical units to pin volts exactly as the reader maps them back.
+    circuit exporting). Calibrations map physical units to pin volts exactly as the reader maps them back;
+    ``sensor_lead_deg`` (per current channel) is how far each CT's output leads the current it measures.
     """
     bias = vref / 2 if bias_v is None else bias_v
     out: dict[int, Waveform] = {}
     if voltage_channel is not None:
         out[voltage_channel] = Waveform(voltage_v * math.sqrt(2) / voltage_cal, bias, frequency_hz, 0.0,
                                         tuple(voltage_harmonics), noise_v)
-    for ch, amps, pf, cal in zip(current_channels, currents_a, power_factors, current_cal, strict=True):
+    leads = [0.0] * len(current_channels) if sensor_lead_deg is None else sensor_lead_deg
+    for ch, amps, pf, cal, lead in zip(current_channels, currents_a, power_factors, current_cal, leads,
+                                       strict=True):
         phi = math.degrees(math.acos(min(1.0, abs(pf))))
-        phase = -phi if lagging else phi
+        phase = (-phi if lagging else phi) + lead
         if pf < 0:
             phase += 180.0
         out[ch] = Waveform(amps * math.sqrt(2) / cal, bias, frequency_hz, phase, tuple(current_harmonics),

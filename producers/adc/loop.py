@@ -17,7 +17,7 @@ from bus.state import StateSaver
 from producers.adc.circuit import CircuitRunner
 from producers.adc.config import Config
 from producers.adc.device import open_device
-from producers.adc.mcp3208 import Mcp3208
+from producers.adc.sampler import Sampler
 
 OFFLINE_AFTER = 3
 """Consecutive failed windows after which a circuit's device is reported offline."""
@@ -60,18 +60,18 @@ def run(ctx: ProducerContext, cfg: Config) -> None:
     try:
         spi = open_device(cfg)
     except (OSError, RuntimeError) as exc:
-        ctx.log.error("cannot open the MCP3208 (spi %s, bus %d, cs %d): %s", cfg.spi, cfg.spi_bus,
-                      cfg.spi_cs, exc)
+        ctx.log.error("cannot open the %s (spi %s, bus %d, cs %d): %s", cfg.chip.upper(), cfg.spi,
+                      cfg.spi_bus, cfg.spi_cs, exc)
         for r in runners:
             ctx.set_device_status(r.device, False)
         raise SystemExit(1) from None
-    adc = Mcp3208(spi)
+    adc = Sampler(spi, cfg.chip)
     failures = {r.device: 0 for r in runners}
     for r in runners:
         ctx.set_device_status(r.device, True)
     where = "the emulator" if cfg.spi == "sim" else f"/dev/spidev{cfg.spi_bus}.{cfg.spi_cs}"
-    ctx.log.info("sampling %d circuit(s) on %s: %d samples per wave, %d waves per reading, every %g s",
-                 len(runners), where,
+    ctx.log.info("sampling %d circuit(s) on the %s on %s: %d samples per wave, %d waves per reading, "
+                 "every %g s", len(runners), cfg.chip.upper(), where,
                  cfg.samples_per_wave, cfg.waves_per_reading, cfg.interval)
     next_at = time.monotonic()
     try:
@@ -94,10 +94,10 @@ def run(ctx: ProducerContext, cfg: Config) -> None:
             ctx.set_device_status(r.device, False)
 
 
-def _read_circuit(ctx: ProducerContext, cfg: Config, adc: Mcp3208, r: CircuitRunner, failures: dict[str, int],
+def _read_circuit(ctx: ProducerContext, cfg: Config, adc: Sampler, r: CircuitRunner, failures: dict[str, int],
                   local_voltage: dict[str, list[CircuitRunner]], saver: StateSaver) -> None:
     try:
-        window = adc.sample(r.channels, cfg.steps, cfg.step_ns)
+        m = r.measure(adc, cfg.steps, cfg.step_ns)
     except OSError as exc:
         ctx.counters.inc("read_errors")
         ctx.bad_input_log.warning(f"spi-{r.device}", "%s: SPI transfer failed: %s", r.device, exc)
@@ -108,13 +108,25 @@ def _read_circuit(ctx: ProducerContext, cfg: Config, adc: Mcp3208, r: CircuitRun
     if failures[r.device] >= OFFLINE_AFTER:
         ctx.set_device_status(r.device, True)
     failures[r.device] = 0
-    if window.late_steps:
-        ctx.counters.inc("late_steps", window.late_steps)
-    analysis = r.analyse(window)
+    if m.late_steps:
+        ctx.counters.inc("late_steps", m.late_steps)
+    analysis = m.analysis
+    if m.windows > 1:
+        ctx.counters.inc("resampled_windows", m.windows - 1)
+    if not m.usable:
+        ctx.counters.inc("unusable_readings")
+        ctx.bad_input_log.warning(f"busy-{r.device}", "%s: the host disturbed %d windows in a row too "
+                                  "much to measure (see unusable_readings): no reading this time", r.device,
+                                  m.windows)
+        return
     ctx.counters.inc("samples", analysis.samples)
+    if analysis.holes:
+        ctx.counters.inc("sampling_holes", analysis.holes)
+    if analysis.untrusted:
+        ctx.counters.inc("untrusted_samples", analysis.untrusted)
     if analysis.clipped:
         ctx.counters.inc("clipped_samples", analysis.clipped)
-        ctx.bad_input_log.warning(f"clip-{r.device}", "%s: %d samples at the ADC's limits (0 or 4095): "
+        ctx.bad_input_log.warning(f"clip-{r.device}", "%s: %d samples at the ADC's limits (0 or full scale): "
                                   "the input exceeds the range, readings are too low", r.device,
                                   analysis.clipped)
     before = r.used_nominal

@@ -13,7 +13,7 @@ A day is made of
 - appliance switching events (``APPLIANCES``): start times drawn where the household is active,
 - the day's energy target: ``daily_kwh`` times a seasonal factor, a weekday/weekend factor and a
   log-normal day-to-day factor; the activity is scaled so base + activity + appliances meets it,
-- PV production (see solar.py) under the day's own clouds, and
+- PV production (see bus/solar.py) under the day's own clouds, and
 - EV charging sessions, which may run past midnight into the next day.
 
 Net power (what the meter sees) = load + EV - solar: positive is import, negative export.
@@ -30,7 +30,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from producers.sim import solar
+from bus import solar
 from producers.sim.config import MeterParams
 
 STEP_S = 60

@@ -54,3 +54,15 @@ def test_spi_mode_must_be_one_the_chip_speaks():
     with pytest.raises(ConfigError) as err:
         parse(BASE.replace('spi = "sim"', 'spi = "sim"\nspi_mode = 1') + "current_channels = [1]\n")
     assert "spi_mode" in str(err.value)
+
+
+def test_the_chip_is_one_of_the_two_and_its_clock_limit_holds():
+    app = parse(BASE.replace('spi = "sim"', 'spi = "sim"\nchip = "mcp3008"\nmax_speed_hz = 3600000')
+                + "current_channels = [1]\n")
+    assert app.producers["adc"].chip == "mcp3008"
+    with pytest.raises(ConfigError) as err:
+        parse(BASE.replace('spi = "sim"', 'spi = "sim"\nmax_speed_hz = 3600000') + "current_channels = [1]\n")
+    assert "max_speed_hz" in str(err.value) and "MCP3208" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        parse(BASE.replace('spi = "sim"', 'spi = "sim"\nchip = "mcp3004"') + "current_channels = [1]\n")
+    assert "chip" in str(err.value) and "mcp3008" in str(err.value)

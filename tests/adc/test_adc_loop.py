@@ -104,3 +104,33 @@ def test_without_spidev_the_producer_says_so_and_exits(monkeypatch, caplog):
     assert exit_.value.code == 1
     assert "spidev" in caplog.text and "wattbus[pi]" in caplog.text
     assert ctx.device_status == [("mains", False)]
+
+
+def test_a_window_the_host_disturbed_too_much_is_sampled_again_and_never_published(monkeypatch):
+    """The maths flags a window in which some part of the mains cycle was never sampled (``clean`` False; what
+    makes one is tested in test_adc_power): the loop samples again, up to three windows, and publishes nothing
+    rather than a guess when all three were disturbed. Here the maths' verdict is forced for the first four
+    windows; everything else is the real loop on the emulator."""
+    import dataclasses
+
+    from producers.adc.circuit import CircuitRunner
+
+    real = CircuitRunner.analyse
+    disturbed = {"left": 4}
+
+    def analyse(self, window):
+        a = real(self, window)
+        if disturbed["left"] > 0:
+            disturbed["left"] -= 1
+            return dataclasses.replace(a, clean=False)
+        return a
+
+    monkeypatch.setattr(CircuitRunner, "analyse", analyse)
+    cfg = config(mains={"voltage_channel": 0, "current_channels": [1], "sim": {"current_a": 10.0}})
+    ctx = recording(rounds=3)
+    adc_loop.run(ctx, cfg)
+    assert ctx.count("unusable_readings") == 1          # first reading: three disturbed windows, skipped
+    assert ctx.count("resampled_windows") == 3           # 2 for the first reading, 1 for the second
+    readings = [r.metrics for r in ctx.of("mains")]
+    assert len(readings) == 2
+    assert readings[0]["power_w"] == pytest.approx(240.0 * 10 * 0.95, rel=0.005)

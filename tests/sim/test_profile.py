@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pytest
 
-from producers.sim import solar
+from bus import solar
 from producers.sim.config import MeterParams
 from producers.sim.profile import LoadProfile, Site
 

@@ -1,4 +1,5 @@
-"""Where the sun is and how much a PV array makes of it, vectorised over time with numpy.
+"""Where the sun is and how much a PV array makes of it, vectorised over time with numpy (the sim meters, the
+weather producer's PV estimate and the Fronius emulator's plant share it).
 
 The sun's elevation comes from the NOAA "general solar position" approximation (fractional year ->
 equation of time and declination -> hour angle), accurate to a fraction of a degree, which is far more
