@@ -24,7 +24,8 @@ def read_secret(file: str | os.PathLike | None = None, env: str | None = None, *
     """
     if file:
         try:
-            return Path(file).read_text("utf-8").strip()
+            # Bytes, then decode: read_text's universal newlines would turn a "\r" inside a secret into "\n".
+            return Path(file).read_bytes().decode("utf-8").strip()
         except OSError as exc:
             raise SecretError(f"cannot read {file}: {exc.strerror or exc}") from None
         except UnicodeDecodeError:

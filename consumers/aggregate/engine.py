@@ -52,7 +52,12 @@ from consumers.aggregate.energy import (
 )
 from consumers.aggregate.pricing import capacity_charge, fixed_charge, price_device_slot
 
-INF = float("inf")
+
+def _end(hole: tuple[int, int | None]) -> int:
+    """A hole's sort key: its end. Compared by end alone, since its start may be None (open)."""
+    return hole[0]
+
+
 NEVER = 2**62
 DAY_MS = 86_400_000
 LEVELS = ("1h", "1d", "1w", "1mo", "1y")
@@ -274,10 +279,10 @@ class Engine:
         if c in dev.pts or (dev.tail is not None and c == dev.tail[TS]):
             self.counters["duplicates"] += 1
             return
-        i = bisect.bisect_right(dev.holes, (c, INF))
+        i = bisect.bisect_right(dev.holes, c, key=_end)
         start = dev.holes[i][1] if i < len(dev.holes) else None
         if i == len(dev.holes) or (start is not None and start >= c):
-            j = bisect.bisect_right(dev.closed_holes, (c, INF))
+            j = bisect.bisect_right(dev.closed_holes, c, key=_end)
             if j < len(dev.closed_holes) and (dev.closed_holes[j][1] or -1) < c:
                 self._late_closed(dev, r)  # in an outage whose buckets are closed by now
             else:
