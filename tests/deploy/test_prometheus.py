@@ -103,6 +103,14 @@ def _get(url: str) -> dict:
     return json.loads(urllib.request.urlopen(url, timeout=5).read())
 
 
+def _ready(port: int) -> bool:
+    """Prometheus answers 503 on its query API until `/-/ready` says 200."""
+    try:
+        return urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=5).status == 200
+    except OSError:  # HTTPError 503 and refused connections alike
+        return False
+
+
 def _until(fn, what: str, timeout: float = 60.0):
     deadline = time.monotonic() + timeout
     last = None
@@ -146,6 +154,7 @@ def test_a_251_volt_reading_makes_high_voltage_fire_in_a_real_prometheus(broker,
                             stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_port(prom_port, timeout=30)
+        _until(lambda: _ready(prom_port), "Prometheus ready (its port opens before the TSDB is loaded)")
         api = f"http://127.0.0.1:{prom_port}/api/v1"
         device = unique("mains")
         pub = collector_factory(broker)
