@@ -9,4 +9,5 @@ CONSUMERS: dict[str, str] = {
     "api": "consumers.api",
     "homeassistant": "consumers.homeassistant",
     "aggregate": "consumers.aggregate",
+    "relay": "consumers.relay",
 }

@@ -301,6 +301,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speed", type=float, default=1.0, help="emulated seconds per real second (default 1)")
     p.add_argument("--no-neutral", action="store_true", help="no neutral CT: n_current is null")
     p.add_argument("--timezone", default="Europe/Brussels", help="the house's timezone (daily profile)")
+    p.add_argument("--switches", type=int, default=0, choices=range(0, 5), metavar="N",
+                   help="switch outputs (Switch.Set/GetStatus/Toggle, ids 0..N-1) for the relay consumer")
+    p.add_argument("--mqtt", metavar="HOST:PORT", help="also answer RPC over MQTT on this broker")
+    p.add_argument("--mqtt-prefix", help="the device's MQTT topic prefix (default: its device id)")
     return p
 
 
@@ -321,7 +325,15 @@ def main(argv: list[str] | None = None) -> int:
     clock = EmulatedClock(args.start, args.speed) if emulated else HostClock()
     emu = EmulatedShelly(role=args.role, profile=args.profile, password=password, clock=clock, seed=args.seed,
                          device_id=args.device_id, faults=faults, neutral=not args.no_neutral,
-                         timeout_delay=args.timeout_delay, host=args.host, tz=args.timezone)
+                         timeout_delay=args.timeout_delay, host=args.host, tz=args.timezone,
+                         switches=args.switches)
+    mqtt = None
+    if args.mqtt:
+        from producers.shelly.emulator_mqtt import MqttRpc
+
+        host, _, port_text = args.mqtt.rpartition(":")
+        mqtt = MqttRpc(emu, host or "127.0.0.1", int(port_text), args.mqtt_prefix or emu.device_id)
+        mqtt.start()
 
     async def serve() -> None:
         stop = asyncio.Event()
@@ -333,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{', auth' if password else ''}) listening on http://{args.host}:{port}", flush=True)
         await stop.wait()
         await emu.shutdown()
+        if mqtt is not None:
+            mqtt.stop()
 
     try:
         asyncio.run(serve())

@@ -45,7 +45,8 @@ class ShellyDevice:
     def __init__(self, *, role: str = "grid", profile: str = "triphase", password: str | None = None,
                  clock: Callable[[], float] | None = None, seed: int = 1, device_id: str | None = None,
                  neutral: bool = True, keys_order: str = "csv", data_chunk: int = 480,
-                 host: str = "127.0.0.1", tz: str = "Europe/Brussels", pv_peak_w: float = 6000.0) -> None:
+                 host: str = "127.0.0.1", tz: str = "Europe/Brussels", pv_peak_w: float = 6000.0,
+                 switches: int = 0) -> None:
         if profile not in PROFILES:
             raise ValueError(f"profile must be one of {', '.join(PROFILES)}")
         self.role, self.profile, self.seed, self.host = role, profile, seed, host
@@ -68,6 +69,10 @@ class ShellyDevice:
         elif keys_order != "csv":
             raise ValueError("keys_order must be csv or shuffled")
         self.keys = keys
+        self.switch_on = [False] * switches
+        """Outputs of the ``Switch`` components (a Pro 3EM with switch outputs, like a Pro 1PM/Pro 2's)."""
+        self.switch_stuck = False
+        """A welded contact: ``Switch.Set`` answers as usual but the output does not change."""
 
     # -- device state (thread safe: tests poke it while the server runs) -----------------------
     def _now(self) -> float:
@@ -196,6 +201,8 @@ class ShellyDevice:
                                "temperature:0": {"id": 0, "tC": 46.3, "tF": 115.3},
                                "wifi": {"sta_ip": self.host, "status": "got ip", "ssid": "home", "rssi": -58},
                                "ws": {"connected": False}}
+        for cid in range(len(self.switch_on)):
+            out[f"switch:{cid}"] = self.switch_status(cid)
         if self.profile == "triphase":
             out["em:0"] = self.em_status(now)
             out["emdata:0"] = self.emdata_status()
@@ -240,6 +247,20 @@ class ShellyDevice:
             out["next_record_ts"] = rest[0][0]
         return out
 
+    # -- switch outputs ----------------------------------------------------------------------------
+    def switch_status(self, cid: int) -> dict[str, Any]:
+        on = self.switch_on[cid]
+        return {"id": cid, "source": "init", "output": on,
+                "apower": 0.0, "voltage": 231.2, "current": 0.0, "freq": 50.0,
+                "aenergy": {"total": 0.0, "by_minute": [0.0, 0.0, 0.0], "minute_ts": int(self.clock())},
+                "temperature": {"tC": 41.2, "tF": 106.2}}
+
+    def switch_set(self, cid: int, on: bool) -> dict[str, Any]:
+        was = self.switch_on[cid]
+        if not self.switch_stuck:
+            self.switch_on[cid] = on
+        return {"was_on": was}
+
     # -- RPC ---------------------------------------------------------------------------------------
     def rpc(self, method: str, params: dict[str, Any]) -> Any:
         """Answer one RPC call (no transport, no faults), through the method tables below."""
@@ -249,6 +270,8 @@ class ShellyDevice:
                 return GLOBAL_METHODS[method](self, now)
             ns, _, verb = method.partition(".")
             namespaces, ids = PROFILES[self.profile]
+            if ns == "Switch" and self.switch_on:
+                namespaces, ids = frozenset({"Switch"}), len(self.switch_on)
             handler = COMPONENT_METHODS.get(ns, {}).get(verb) if ns in namespaces else None
             if handler is None:
                 raise RpcFailure(404, 404, f"No handler for {method}")
@@ -268,6 +291,16 @@ def _int_param(params: dict[str, Any], name: str, default: int | None) -> int | 
         return int(value)
     except (TypeError, ValueError):
         raise RpcFailure(400, -103, f"Invalid argument '{name}'!") from None
+
+
+def _bool_param(params: dict[str, Any], name: str) -> bool:
+    value = params.get(name)
+    if value in (True, "true"):
+        return True
+    if value in (False, "false"):
+        return False
+    raise RpcFailure(400, -103, f"Missing required argument '{name}'!" if value is None
+                     else f"Invalid argument '{name}'!")
 
 
 Handler = Callable[[ShellyDevice, Call], Any]
@@ -306,5 +339,8 @@ COMPONENT_METHODS: dict[str, dict[str, Handler]] = {
     "EMData": {"GetStatus": lambda d, c: d.emdata_status(), **_DATA_METHODS},
     "EM1": {"GetStatus": lambda d, c: d.em1_status(c.now, c.cid)},
     "EM1Data": {"GetStatus": lambda d, c: d.em1data_status(c.cid), **_DATA_METHODS},
+    "Switch": {"GetStatus": lambda d, c: d.switch_status(c.cid),
+               "Set": lambda d, c: d.switch_set(c.cid, _bool_param(c.params, "on")),
+               "Toggle": lambda d, c: d.switch_set(c.cid, not d.switch_on[c.cid])},
 }
 """Namespace -> verb -> handler: the meter components' API (every call carries an ``id``)."""
