@@ -6,15 +6,20 @@ use for the hhpc plugin's bench: a generated year through a real broker into a s
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 from wattbus.plugins import plugins
 
 ALIASES = {"replay": "hhpc"}
+BUILTIN = {"relay": "wattbus.bench_relay"}
+"""Benches that join several plugins (a producer's model and a consumer's engine): module with ``main``."""
 
 
 def main(argv: list[str]) -> int:
     benches = {p.type: p.bench for p in plugins() if p.bench is not None}
+    for name, module in BUILTIN.items():
+        benches[name] = lambda argv, module=module: importlib.import_module(module).main(argv)
     name = ALIASES.get(argv[0], argv[0]) if argv else ""
     if name not in benches:
         names = "|".join([*ALIASES, *benches])

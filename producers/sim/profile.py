@@ -355,12 +355,33 @@ def smooth_noise(rng: np.random.Generator, n: int, minutes: float) -> np.ndarray
     return np.convolve(white, kernel, mode="valid")
 
 
+CUMULUS_CYCLE_MIN = 8.0
+"""Mean minutes of one passing cloud plus the sunny gap after it, on a broken-cloud day."""
+
+
 def cloud_cover(rng: np.random.Generator, n: int, mean: float) -> np.ndarray:
-    """Minute-by-minute cloud cover 0..1: a day's cover (beta around ``mean``) plus drifting clouds."""
+    """Minute-by-minute cloud cover 0..1: a day's cover (beta around ``mean``), drifting clouds, and on a
+    broken-cloud day passing cumulus.
+
+    Why the cumulus: under broken clouds the sun is either out or hidden, switching every few minutes
+    (irradiance ramps of most of its value within a minute), not a smooth average cover. A relay on solar
+    surplus meets exactly that, so the sim must show it. The sun/shade sequence is a two-state Markov chain
+    whose shaded share is the local cover; its weight is largest at half cover and vanishes on clear and
+    overcast days, which keep their smooth cover."""
     day_cover = float(rng.beta(2.0 * mean, 2.0 * (1.0 - mean))) if 0.0 < mean < 1.0 else mean
     drift = smooth_noise(rng, n, 20)
     spread = 0.5 * math.sqrt(day_cover * (1.0 - day_cover))
-    return np.clip(day_cover + spread * drift, 0.0, 1.0)
+    cover = np.clip(day_cover + spread * drift, 0.0, 1.0)
+    draws = rng.random(n)
+    into_shade = np.minimum(1.0, 1.0 / (CUMULUS_CYCLE_MIN * np.maximum(1.0 - cover, 1e-3)))
+    into_sun = np.minimum(1.0, 1.0 / (CUMULUS_CYCLE_MIN * np.maximum(cover, 1e-3)))
+    shaded = np.empty(n)
+    state = draws[0] < day_cover
+    for i, (u, a, b) in enumerate(zip(draws.tolist(), into_shade.tolist(), into_sun.tolist())):
+        state = (u >= b) if state else (u < a)
+        shaded[i] = state
+    weight = 4.0 * cover * (1.0 - cover)
+    return np.clip((1.0 - weight) * cover + weight * shaded, 0.0, 1.0)
 
 
 def paint(minutes_w: np.ndarray, start_s: float, begin: float, end: float, power_w: float) -> None:
