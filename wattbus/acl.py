@@ -127,6 +127,30 @@ def _homeassistant(name: str, cfg, app: AppConfig) -> Access:
     return a
 
 
+def _relay(name: str, cfg, app: AppConfig) -> Access:
+    """Only the meters it decides on, its own relays' topics, and each output's device topics (raw)."""
+    a = _aggregate(name, cfg, app)  # the dynamic price topics, when [tariff] has them
+    a.read, a.write = [r for r in a.read if r not in (topics.ALL_READINGS, "agg/#")], []
+    meters = [cfg.grid] + [r.load for r in cfg.relay.values()]
+    a.read += [topics.reading(*m.split("/", 1)) for m in meters if m]
+    for relay, r in cfg.relay.items():
+        a.read += [topics.relay_set(relay), topics.relay_state(relay)]
+        a.write.append(topics.relay_state(relay))
+        out = r.output
+        kind = out.__struct_config__.tag  # the output's `kind`
+        if kind == "tasmota":
+            a.raw_write.append(f"cmnd/{out.topic}/#")
+            a.raw_read.append(f"stat/{out.topic}/#")
+        elif kind == "shelly_mqtt":
+            a.raw_write.append(f"{out.prefix}/rpc")
+            a.raw_read.append(f"wattbus-relay-{relay}/rpc")
+        elif kind == "mqtt":
+            a.raw_write.append(out.command_topic)
+            if out.state_topic:
+                a.raw_read.append(out.state_topic)
+    return a
+
+
 Rule = Callable[[str, PluginConfig, AppConfig], Access]
 
 PLUGIN_ACCESS: dict[tuple[str, str], Rule | Access] = {
@@ -144,11 +168,10 @@ PLUGIN_ACCESS: dict[tuple[str, str], Rule | Access] = {
     # the API shows everything and sends a sim meter its new settings
     ("consumer", "api"): Access(read=["#"], write=["sim/+/config/set"]),
     ("consumer", "homeassistant"): _homeassistant,
-    ("consumer", "relay"): Access(read=[topics.ALL_READINGS, "agg/#", "relay/#"], write=["relay/#"]),
+    ("consumer", "relay"): _relay,
 }
 """(kind, type) -> the topics that plugin uses (a function of the process name, its config and the whole
-config, or fixed). The rows for aggregate, api and homeassistant follow those plugins as they stood on their
-branches; relay's is what DESIGN.md says it uses."""
+config, or fixed)."""
 
 
 def process_access(kind: str, name: str, cfg: PluginConfig, app: AppConfig) -> Access:

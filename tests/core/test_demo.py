@@ -36,7 +36,8 @@ def test_every_fragment_is_merged_with_placeholders_filled_and_the_hardware_set_
     assert app.mqtt.port == 23456 and "${" not in demo.text
     assert str(tmp_path / "hhpc-2024.txt") in demo.text and f"sqlite:///{tmp_path}/wattbus.db" in demo.text
     assert "[emulator." not in demo.text, "the hardware is not part of wattbus.toml"
-    assert set(demo.hardware) == {"shelly-mains", "shelly-solar", "p1-fluvius", "fronius", "weather"}
+    assert set(demo.hardware) == {"shelly-mains", "shelly-solar", "p1-fluvius", "fronius", "weather",
+                                  "relay-ev"}
     assert all(cmd[1:4] == ["-m", "wattbus", "emulate"] for cmd in demo.hardware.values())
     # --free-ports: one free port per N, the same in every fragment that names it
     mains_port = ports.chosen[8081]

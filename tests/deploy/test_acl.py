@@ -152,3 +152,30 @@ def test_home_assistant_topics_stay_outside_the_site_prefix_and_aggregate_reads_
     assert agg.write == ["agg/#", "wattbus/agg/status", "wattbus/agg/health", "wattbus/dlq/agg"]
     api = process_access("consumer", "api", SimpleNamespace(type="api"), app)
     assert "sim/+/config/set" in api.write and api.read[0] == "#"
+
+
+def test_a_relay_reads_only_its_meters_and_commands_and_reaches_only_its_devices(tmp_path):
+    acl = acl_for("""
+        [mqtt]
+        topic_prefix = "home1/"
+        username = "relays"
+        [consumer.relays]
+        type = "relay"
+        grid = "p1/mains"
+        [consumer.relays.relay.ev]
+        load_w = 2000
+        load = "shelly/ev"
+        output = {kind = "tasmota", topic = "ev-charger"}
+        [consumer.relays.relay.boiler]
+        output = {kind = "shelly_mqtt", prefix = "shellypro1-boiler"}
+        [consumer.relays.relay.pump]
+        output = {kind = "mqtt", command_topic = "pump/set", state_topic = "pump/state"}
+        """.replace("\n        ", "\n"), tmp_path)
+    got = rules(acl, "relays")
+    for line in ("topic read home1/p1/mains/reading", "topic read home1/shelly/ev/reading",
+                 "topic read home1/relay/ev/set", "topic readwrite home1/relay/ev/state",
+                 "topic write cmnd/ev-charger/#", "topic read stat/ev-charger/#",
+                 "topic write shellypro1-boiler/rpc", "topic read wattbus-relay-boiler/rpc",
+                 "topic write pump/set", "topic read pump/state"):
+        assert line in got, f"{line!r} not in {sorted(got)}"
+    assert not any("+/+/reading" in r or "relay/#" in r for r in got)

@@ -195,3 +195,29 @@ def test_the_switch_cap_holds_a_flapping_site(rig):
         time.sleep(0.2)
     assert site.state()["state"] == "off" and device.power == [False]
     assert device.commands == 3  # the safe state at start, on, off: the cap held the third switching
+
+
+def test_home_assistants_switch_and_mode_select_drive_the_relay(rig, broker, processes, collector_factory,
+                                                                tmp_path):
+    """The homeassistant consumer's discovery for the relay, used as HA uses it: its command topics."""
+    site, device, _ = rig()
+    ha_cfg = write_config(tmp_path / "ha.toml", broker, """
+        [consumer.ha]
+        type = "homeassistant"
+        prune_unconfigured = false
+        relays = [{name = "ev", title = "EV charger", process = "relays"}]
+        """)
+    processes(ha_cfg, "ha")
+    doc_topic = "homeassistant/device/wattbus_relay_ev/config"
+    ha = collector_factory(broker, doc_topic)
+    ha.wait_for(lambda: any(p for _, p, _ in ha.on(doc_topic)), what="the relay's discovery")
+    doc = orjson.loads([p for _, p, _ in ha.on(doc_topic) if p][-1])
+    switch, select = doc["components"]["output"], doc["components"]["mode"]
+    assert switch["platform"] == "switch" and select["options"] == ["auto", "on", "off"]
+    assert {"topic": "wattbus/relays/status"} in doc["availability"]
+    site.wait_state("safe off", lambda s: s["state"] == "off")
+    ha.publish(switch["command_topic"], switch["payload_on"])
+    on = site.wait_state("on from HA's switch", lambda s: s["state"] == switch["state_on"])
+    assert on["mode"] == "on" and device.power == [True]
+    ha.publish(select["command_topic"], "auto")
+    site.wait_state("auto from HA's select", lambda s: s["mode"] == "auto")
