@@ -221,3 +221,53 @@ def test_home_assistants_switch_and_mode_select_drive_the_relay(rig, broker, pro
     assert on["mode"] == "on" and device.power == [True]
     ha.publish(select["command_topic"], "auto")
     site.wait_state("auto from HA's select", lambda s: s["mode"] == "auto")
+
+
+def test_the_cheapest_hours_follow_the_dynamic_price_topic(broker, processes, collector_factory, tmp_path):
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    topic = unique("boiler")
+    device = TasmotaDevice(broker.host, broker.port, topic).start()
+    assert device.ready.wait(5)
+    prices = unique("prices")
+    cfg = write_config(tmp_path / "wattbus.toml", broker, f"""
+        [tariff]
+        currency = "EUR"
+        [tariff.import]
+        price = 0.30
+        dynamic_topic = "{prices}"
+
+        [consumer.relays]
+        type = "relay"
+        tick = 0.1
+        [consumer.relays.relay.boiler]
+        output = {{kind = "tasmota", topic = "{topic}"}}
+        min_on = 0
+        min_off = 0
+        cheapest = {{hours = 1, from = "00:00", to = "24:00"}}
+        """)
+    c = collector_factory(broker, "relay/boiler/state")
+    c.publish("relay/boiler/state", b"", retain=True)
+    try:
+        processes(cfg, "relays").wait_output("driving 1 relay")
+        now = datetime.now(ZoneInfo("Europe/Brussels"))
+        midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        hour = now.replace(minute=0, second=0, microsecond=0)
+
+        def send(cheap_at) -> None:
+            c.publish(prices, orjson.dumps([{"start": (midnight.replace(hour=h)).isoformat(),
+                                             "price": 0.05 if h == cheap_at else 0.40} for h in range(24)]))
+
+        def state() -> dict:
+            got = c.on("relay/boiler/state")
+            return orjson.loads(got[-1][1]) if got and got[-1][1] else {}
+
+        send(hour.hour)
+        c.wait_for(lambda: state().get("state") == "on", what="on in the cheapest hour")
+        assert state()["reason"] == "cheapest 1 h of the price window" and device.power == [True]
+        send((hour.hour + 12) % 24)  # the cheapest hour moved away
+        c.wait_for(lambda: state().get("state") == "off", what="off once another hour is cheaper")
+        assert device.power == [False]
+    finally:
+        device.stop()
