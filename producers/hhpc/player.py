@@ -12,6 +12,8 @@ from producers.hhpc.dataset import BadRow, Row, iter_rows
 from producers.hhpc.localtime import iter_epochs, local_to_epoch_ms
 from producers.hhpc.yeartable import load_year
 
+BATCH_HOLD_S = 1.0
+"""A paced replay holds a due reading at most this long to send it with the next ones in one message."""
 REPLAY_QUEUE_HIGH = 64
 """Replay waits while this many messages are still queued: replay is not a device, backpressure is fine."""
 
@@ -83,6 +85,7 @@ def _replay_once(ctx: ProducerContext, cfg: Config, device: str, path: Path, sta
     sent = 0
     t0_wall = time.monotonic()
     t0_data: int | None = None
+    batch_due = 0.0  # when the oldest reading of ``batch`` was due (paced replays)
 
     def gap(row: Row) -> None:
         ctx.counters.inc("nonexistent_local_times")
@@ -97,12 +100,16 @@ def _replay_once(ctx: ProducerContext, cfg: Config, device: str, path: Path, sta
             due = t0_wall + (ts - t0_data) / 1000.0 / cfg.speed
             wait = due - time.monotonic()
             if wait > 0:
-                if batch:
+                # Readings already due wait for this one only while the oldest is held less than
+                # BATCH_HOLD_S: at 60 readings a second they go out as one message, at one a second each alone.
+                if batch and due - batch_due >= BATCH_HOLD_S:
                     ctx.publish_readings(device, batch)
                     sent += len(batch)
                     batch = []
                 if ctx.wait(wait):
                     return sent
+            if not batch:
+                batch_due = due
         batch.append(_reading(ts, row, period))
         if len(batch) >= cfg.batch:
             _backpressure(ctx)
