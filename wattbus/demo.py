@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import argparse
 import re
+import subprocess
 import sys
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -149,13 +151,23 @@ def links(app: AppConfig) -> list[tuple[str, str]]:
     return out
 
 
+def _prepare(make: Callable[[Path], None], data: Path) -> None:
+    """Run a plugin's ``demo_data`` in a child process: what it imports and allocates (numpy, a year of
+    arrays) is gone with it, instead of staying in the supervisor's memory for the whole demo."""
+    code = ("import importlib, sys; from pathlib import Path; "
+            "getattr(importlib.import_module(sys.argv[1]), sys.argv[2])(Path(sys.argv[3]))")
+    done = subprocess.run([sys.executable, "-c", code, make.__module__, make.__qualname__, str(data)])
+    if done.returncode != 0:
+        raise ConfigError([f"preparing the demo's data in {data} failed (exit {done.returncode}): see above"])
+
+
 def run_demo(args: argparse.Namespace) -> int:
     data = Path(args.dir).resolve()
     data.mkdir(parents=True, exist_ok=True)
     everything = plugins()
     for p in everything:
         if p.demo_data is not None:
-            p.demo_data(data)
+            _prepare(p.demo_data, data)
     ports = Ports(free=args.free_ports)
     mqtt_port = free_port() if args.free_ports else args.mqtt_port
     demo = compose([(p, p.demo) for p in everything if p.demo is not None], data=data, mqtt_port=mqtt_port,

@@ -14,7 +14,7 @@ from bus.config import PluginConfig
 from bus.envelope import NAME_PATTERN
 from bus.plugin import Plugin
 from producers.p1.obis import VERSIONS, metric_keys
-from producers.p1.reader import parse_tcp
+from producers.p1.ports import parse_tcp
 
 if TYPE_CHECKING:
     from bus.producer import ProducerContext

@@ -15,7 +15,6 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 from typing import Protocol
-from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import serial
@@ -23,6 +22,7 @@ from dsmr_parser.clients.telegram_buffer import TelegramBuffer
 
 from producers.p1.decode import Decoder, DecodeError, Sample
 from producers.p1.obis import Version
+from producers.p1.ports import parse_tcp
 
 MAX_BUFFER = 16_384
 """Characters kept while waiting for a telegram's end (real telegrams are 0.5-3 kB)."""
@@ -167,16 +167,6 @@ class TcpStream:
             self._sock.close()
         except OSError:
             pass
-
-
-def parse_tcp(port: str) -> tuple[str, int] | None:
-    """(host, port) for `tcp://host:port` or `socket://host:port`, None for a serial port."""
-    if not port.startswith(("tcp://", "socket://")):
-        return None
-    parts = urlsplit(port)
-    if not parts.hostname or parts.port is None:
-        raise ValueError(f"expected tcp://HOST:PORT, got {port!r}")
-    return parts.hostname, parts.port
 
 
 def open_stream(port: str, version: Version, poll: float = 0.5) -> Stream:

@@ -18,7 +18,6 @@ from bus.envelope import NAME_PATTERN
 from bus.plugin import Plugin
 from bus.secrets import SecretError, read_secret
 
-from .providers import metric_keys
 
 if TYPE_CHECKING:
     from bus.producer import ProducerContext
@@ -83,6 +82,12 @@ def emulator(argv: list[str]) -> int:
     from .emulator import main
 
     return main(argv)
+
+
+def metric_keys() -> list[str]:
+    from .providers import metric_keys as keys  # numpy: only when asked
+
+    return keys()
 
 
 PLUGIN = Plugin("producer", "weather", Config, run, emulator=emulator,
