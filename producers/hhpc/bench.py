@@ -69,10 +69,9 @@ class Result:
 
 def expected_readings(dataset: Path) -> int:
     """Readings a replay of ``dataset`` publishes: every row whose local time exists."""
-    from producers.hhpc.dataset import iter_rows
-    from producers.hhpc.localtime import iter_epochs
+    from producers.hhpc.player import replay_items
 
-    return sum(1 for _ in iter_epochs(iter_rows(dataset), TZ))
+    return sum(1 for _ in replay_items(dataset, TZ))
 
 
 def bench(argv: list[str]) -> int:
@@ -133,17 +132,15 @@ def _ceiling(dataset: Path, sink_url: str, expected: int, *, batch: int, store_b
     from bus import envelope
     from bus.config import ReadingsConfig
     from bus.sinks.base import open_sink
-    from producers.hhpc.dataset import iter_rows
-    from producers.hhpc.localtime import iter_epochs
-    from producers.hhpc.player import _reading
+    from producers.hhpc.player import reading, replay_items
     from wattbus.progress import Progress
 
     payloads: list[tuple[int, bytes]] = []
     chunk: list[dict] = []
     seq = 0
-    for ts, row in iter_epochs(iter_rows(dataset), TZ):
+    for ts, metrics in replay_items(dataset, TZ):
         seq += 1
-        chunk.append({**_reading(ts, row, 60.0), "seq": seq})
+        chunk.append({**reading(ts, metrics, 60.0), "seq": seq})
         if len(chunk) == batch:
             payloads += [(len(chunk), p) for p in envelope.encode_batches("hhpc", "benchceiling", chunk, 250_000)]
             chunk = []
@@ -165,8 +162,11 @@ def _ceiling(dataset: Path, sink_url: str, expected: int, *, batch: int, store_b
             sink.write(readings)
             done += len(readings)
             bar.update(done, expected)
+        rows = sink.count("hhpc", "benchceiling")
+        while rows < expected and time.monotonic() - t0 < 120:  # until visible, as the batched path counts
+            time.sleep(0.1)
+            rows = sink.count("hhpc", "benchceiling")
         seconds = time.monotonic() - t0
-    rows = sink.count("hhpc", "benchceiling")
     sink.close()
     return Result(expected, rows, rows, None, seconds)
 

@@ -457,17 +457,27 @@ def _local_seconds(chunk: _Chunk) -> np.ndarray:
     return days * 86400 + chunk.sod
 
 
-def iter_rows(path_or_file: str | PathLike[str] | IO, *, on_bad: OnBad | None = None) -> Iterator[Row]:
-    """Stream the rows of a dataset file, in file order.
+class LocalChunk(NamedTuple):
+    """Parsed rows of one chunk with their naive local times, for callers that work a chunk at a time."""
 
-    A bad line (wrong field count, non-numeric, NaN or infinite value, bad date or time) is reported
-    through ``on_bad`` with its line number and skipped; reading goes on. Memory stays at one chunk
-    of lines whatever the file size.
-    """
+    lines: list[int]
+    seconds: np.ndarray
+    """Naive local wall-clock seconds since 1970-01-01 00:00 (int64)."""
+    repeat: np.ndarray
+    """True where the wall time is not after an earlier row's: the second pass of a fall-back hour."""
+    keys: tuple[str, ...]
+    values: list[list[float]]
+    """Metric values per row, derived columns included, NaN where missing."""
+    nans: list[int]
+    """Missing values per row (0: all present; len(keys) - derived: none present)."""
+    ncols: int
+
+
+def iter_chunks(path_or_file: str | PathLike[str] | IO, *, on_bad: OnBad | None = None) -> Iterator[LocalChunk]:
+    """Stream a dataset file chunk by chunk (see :func:`iter_rows`, which walks these row by row)."""
     with open_text(path_or_file) as f:
         scanner = Scanner(f, on_bad)
         keys = tuple(COLUMNS[n].metric for n in scanner.layout.names)
-        ncols = len(keys)
         derived = [(key, keys.index(src), div) for key, (src, div) in DERIVED.items() if src in keys]
         all_keys = keys + tuple(key for key, _, _ in derived)
         high = np.iinfo(np.int64).min  # latest wall-clock time seen: anything not after it is a repeat
@@ -475,18 +485,32 @@ def iter_rows(path_or_file: str | PathLike[str] | IO, *, on_bad: OnBad | None = 
             seconds = _local_seconds(chunk)
             running = np.maximum.accumulate(np.concatenate([[high], seconds]))
             high = int(running[-1])
-            repeat = seconds <= running[:-1]
-            local = seconds.astype("datetime64[s]").tolist()
-            for i in np.flatnonzero(repeat).tolist():
-                local[i] = local[i].replace(fold=1)
             values = chunk.values
             if derived:
                 values = np.column_stack([values] + [values[:, src] / div for _, src, div in derived])
-            nans = np.isnan(chunk.values).sum(axis=1).tolist()
-            for lineno, when, vals, nan_count in zip(chunk.lines.tolist(), local, values.tolist(), nans):
-                if nan_count == 0:
-                    yield Row(lineno, when, dict(zip(all_keys, vals)))
-                elif nan_count == ncols:
-                    yield Row(lineno, when, None)
-                else:
-                    yield Row(lineno, when, {k: v for k, v in zip(all_keys, vals) if v == v})
+            yield LocalChunk(chunk.lines.tolist(), seconds, seconds <= running[:-1], all_keys, values.tolist(),
+                             np.isnan(chunk.values).sum(axis=1).tolist(), len(keys))
+
+
+def row_metrics(keys: tuple[str, ...], vals: list[float], nan_count: int, ncols: int) -> dict[str, float] | None:
+    """One row's metrics: all of them, None when every column is missing, else the ones present."""
+    if nan_count == 0:
+        return dict(zip(keys, vals))
+    if nan_count == ncols:
+        return None
+    return {k: v for k, v in zip(keys, vals) if v == v}
+
+
+def iter_rows(path_or_file: str | PathLike[str] | IO, *, on_bad: OnBad | None = None) -> Iterator[Row]:
+    """Stream the rows of a dataset file, in file order.
+
+    A bad line (wrong field count, non-numeric, NaN or infinite value, bad date or time) is reported
+    through ``on_bad`` with its line number and skipped; reading goes on. Memory stays at one chunk
+    of lines whatever the file size.
+    """
+    for c in iter_chunks(path_or_file, on_bad=on_bad):
+        local = c.seconds.astype("datetime64[s]").tolist()
+        for i in np.flatnonzero(c.repeat).tolist():
+            local[i] = local[i].replace(fold=1)
+        for lineno, when, vals, nan_count in zip(c.lines, local, c.values, c.nans):
+            yield Row(lineno, when, row_metrics(c.keys, vals, nan_count, c.ncols))

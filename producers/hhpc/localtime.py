@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
+import numpy as np
+
 from producers.hhpc.dataset import Row
 
 class NonexistentLocalTime(ValueError):
@@ -85,3 +87,32 @@ def iter_epochs(
                 on_gap(row)
             continue
         yield ts, row
+
+
+_DAY_S = 86_400
+_ORDINAL_1970 = 719_163  # date(1970, 1, 1).toordinal()
+
+
+def chunk_epochs_ms(seconds: np.ndarray, repeat: np.ndarray, tz: ZoneInfo) -> list[int | None]:
+    """Epoch ms of naive local ``seconds`` (a chunk of :func:`dataset.iter_chunks`), None in a spring-forward
+    gap. Ordinary days take one offset for the whole array; only the two transition days go row by row
+    through :func:`local_to_epoch_ms` (``repeat`` marks the second pass of the fall-back hour)."""
+    days = seconds // _DAY_S
+    out = np.empty(len(seconds), np.int64)
+    slow: list[int] = []
+    for day in np.unique(days).tolist():
+        sel = days == day
+        base = _day_base(tz, day + _ORDINAL_1970)
+        if base is None:
+            slow += np.flatnonzero(sel).tolist()
+        else:
+            offset_s = int((base - _EPOCH).total_seconds())
+            out[sel] = (seconds[sel] - offset_s) * 1000
+    result: list[int | None] = out.tolist()
+    for i in slow:
+        local = datetime(1970, 1, 1) + timedelta(seconds=int(seconds[i]))
+        try:
+            result[i] = local_to_epoch_ms(local.replace(fold=int(repeat[i])), tz)
+        except NonexistentLocalTime:
+            result[i] = None
+    return result
