@@ -12,7 +12,8 @@ import sys
 from wattbus.plugins import plugins
 
 ALIASES = {"replay": "hhpc"}
-BUILTIN = {"relay": "wattbus.bench_relay", "footprint": "wattbus.footprint", "latency": "wattbus.bench_latency"}
+BUILTIN = {"relay": "wattbus.bench_relay", "footprint": "wattbus.footprint", "latency": "wattbus.bench_latency",
+           "scale": "wattbus.bench_scale"}
 """Benches that join several plugins (a producer's model and a consumer's engine): module with ``main``."""
 
 

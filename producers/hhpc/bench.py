@@ -172,7 +172,9 @@ def _ceiling(dataset: Path, sink_url: str, expected: int, *, batch: int, store_b
 
 
 def _run(work: Path, broker, label: str, dataset: Path, sink_url: str, expected: int, *,
-         batch: int, store_batch: int) -> Result:
+         batch: int, store_batch: int, copies: int = 1) -> Result:
+    """Replay ``dataset`` into ``copies`` store processes (more than one: a ``$share`` group, each copy its
+    own ``--instance``); ``handled`` is read from the store's health only for a single copy."""
     from bus import topics
     from bus.sinks.base import open_sink
     from wattbus.progress import Progress
@@ -198,16 +200,25 @@ type = "store"
 sink = "{sink_url}"
 batch_max = {store_batch}
 batch_wait = {0.05 if store_batch > 1 else 0}
+{f'group = "{label}"' if copies > 1 else ""}
 """)
 
-    def start(name: str) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "wattbus", "-c", str(cfg), "run", name],
-                                stdout=open(work / f"{name}.log", "ab"), stderr=subprocess.STDOUT)
+    def log(name: str, instance: str = "") -> Path:
+        return work / f"{name}{'-' + instance if instance else ''}.log"
 
-    health = _HealthWatch(broker.port, topics.process_health(store_name))
+    def start(name: str, instance: str = "") -> subprocess.Popen:
+        extra = ["--instance", instance] if instance else []
+        return subprocess.Popen([sys.executable, "-m", "wattbus", "-c", str(cfg), "run", name, *extra],
+                                stdout=open(log(name, instance), "ab"), stderr=subprocess.STDOUT)
+
+    health = _HealthWatch(broker.port, topics.process_health(store_name)) if copies == 1 else None
     sink = open_sink(sink_url)
-    store = start(store_name)
-    _wait_log(work / f"{store_name}.log", "subscribed to", store)  # its subscription must exist first
+    stores = []
+    for k in range(copies):
+        instance = str(k + 1) if copies > 1 else ""
+        stores.append(start(store_name, instance))
+        _wait_log(log(store_name, instance), "subscribed to", stores[-1])  # its subscription must exist first
+    store = stores[0]
     t0 = time.monotonic()
     producer = start(producer_name)
     done = 0
@@ -220,16 +231,18 @@ batch_wait = {0.05 if store_batch > 1 else 0}
             except Exception:
                 done = 0
             bar.update(done, expected)
-            if store.poll() is not None or time.monotonic() - t0 > 1800:
+            if any(s.poll() is not None for s in stores) or time.monotonic() - t0 > 1800:
                 break
     seconds = time.monotonic() - t0
     rows = sink.count("hhpc", producer_name)
     distinct = len({r.ts for r in sink.read("hhpc", producer_name, 0, 2**53)})
-    handled = health.wait_for(distinct, HEALTH_WAIT_S if store.poll() is None else 0)
-    health.close()
-    for p in (producer, store):
+    handled = None
+    if health is not None:
+        handled = health.wait_for(distinct, HEALTH_WAIT_S if store.poll() is None else 0)
+        health.close()
+    for p in (producer, *stores):
         p.send_signal(signal.SIGTERM)
-    for p in (producer, store):
+    for p in (producer, *stores):
         try:
             p.wait(15)
         except subprocess.TimeoutExpired:
