@@ -27,6 +27,7 @@ from consumers.relay.outputs import Output, OutputError, open_output
 MAX_COMMAND = 64
 RETRY_AFTER_S = 10.0
 """After an output failed to confirm, the next attempt waits this long (the output already retried)."""
+SAFE_STOP_S = 6.0
 
 
 @dataclass
@@ -145,7 +146,7 @@ class RelayService:
                 self._switch(relay, decision.on, decision.reason)
             self._publish(relay)
 
-    def _switch(self, relay: Relay, on: bool, reason: str) -> bool:
+    def _switch(self, relay: Relay, on: bool, reason: str) -> None:
         try:
             relay.output.set(on)
         except OutputError as exc:
@@ -153,7 +154,7 @@ class RelayService:
             relay.failures += 1
             self.ctx.counters.inc("output_failures")
             self.ctx.log.warning("relay %s: %s", relay.name, exc)
-            return False
+            return
         with self.lock:
             relay.ctl.switched(on, time.time())
         if relay.actual is not None:
@@ -161,12 +162,11 @@ class RelayService:
             self.ctx.counters.inc("switchings")
         relay.actual, relay.reason, relay.error, relay.failed_at = on, reason, None, 0.0
         self.ctx.log.info("relay %s: %s (%s)", relay.name, "on" if on else "off", reason)
-        return True
 
-    def _publish(self, relay: Relay, force: bool = False) -> None:
+    def _publish(self, relay: Relay) -> None:
         ctl = relay.ctl
         key = (relay.actual, ctl.mode, ctl.manual_until, relay.reason, relay.error)
-        if key == relay.published and not force:
+        if key == relay.published:
             return
         relay.published = key
         body = {"state": "on" if relay.actual else "off", "mode": ctl.mode, "reason": relay.reason,
@@ -193,14 +193,22 @@ class RelayService:
             except Exception:  # the worker must outlive any surprise; the next tick tries again
                 self.ctx.log.exception("relay step failed")
 
-    def safe_stop(self) -> None:
-        """SIGTERM: every relay to its safe state (one attempt each: the process must exit within 10 s)."""
+    def safe_stop(self, budget_s: float = SAFE_STOP_S) -> None:
+        """SIGTERM: every relay to its safe state, all at once and within ``budget_s`` (the process must exit
+        within 10 s; a device that does not confirm by then is reported in the state it is left with)."""
+        moving = []
         for relay in self.relays.values():
             safe = relay.cfg.safe_state == "on"
             if relay.actual != safe:
-                self._switch(relay, safe, "stopped: safe state")
+                t = threading.Thread(target=self._switch, args=(relay, safe, "stopped: safe state"), daemon=True)
+                t.start()
+                moving.append(t)
             else:
                 relay.reason = "stopped: safe state"
+        deadline = time.monotonic() + budget_s
+        for t in moving:
+            t.join(max(0.0, deadline - time.monotonic()))
+        for relay in self.relays.values():
             self._publish(relay)
             relay.output.close()
 
