@@ -42,6 +42,7 @@ def main(argv: list[str]) -> int:
     from bus import envelope
     from bus.config import MqttConfig
     from bus.mqtt import BusClient
+    from producers.hhpc.bench import _wait_log
     from wattbus.broker import Broker, free_port, wait_port
     from wattbus.progress import Progress
 
@@ -61,6 +62,8 @@ def main(argv: list[str]) -> int:
     stop = threading.Event()
     try:
         wait_port(port, timeout=30)
+        for name, proc in zip(("exporter", "store"), procs):  # a reading sent before a subscription is lost
+            _wait_log(work / f"{name}.log", "subscribed to", proc)
         pub = BusClient(MqttConfig(port=broker.port), "bench-latency-pub", session_expiry=0)
         pub.start()
         pub.wait_connected(10)
@@ -109,7 +112,10 @@ def main(argv: list[str]) -> int:
                                                         seq=second + 1))
                     sent[(device, second)] = time.time()
                 bar.update(second + 1, total)
-        time.sleep(3)
+        deadline = time.monotonic() + 10  # a loaded machine commits late; late is measured, not lost
+        while len(in_store) < len(sent) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)  # one more scrape
         stop.set()
         pub.close()
     finally:
