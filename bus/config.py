@@ -78,9 +78,22 @@ class MqttConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     runs at full speed and can be re-run), or "wait" until it ages out (the guarantee holds at any rate,
     a replay slows to resend_window_mb per resend_window_s)."""
 
+    protocol: Literal["5", "3.1.1"] = "5"
+    """MQTT version. "3.1.1" for clustered brokers without MQTT 5 (NATS, RabbitMQ; docs/scaling.md): the
+    session is kept by ``clean_session false`` for as long as the broker decides (``session_expiry`` 0 still
+    means a clean session), refusals arrive without reason codes, and a ``$share/GROUP/`` filter is
+    subscribed as its plain filter, so every copy gets every message (the idempotent store stays right)."""
+    hosts: list[str] = msgspec.field(default_factory=list)
+    """Further nodes of a clustered broker, "host:port": after a lost connection or a failed attempt the
+    client tries the next one in turn (``host``/``port`` first)."""
+
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
             raise ValueError("`port` must be 1..65535")
+        for node in self.hosts:
+            host, _, port = node.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"`hosts` entries must be \"host:port\" with port 1..65535, not {node[:80]!r}")
         if self.topic_prefix and not self.topic_prefix.endswith("/"):
             raise ValueError("`topic_prefix` must end with '/' (e.g. \"home1/\")")
         if any(c in self.topic_prefix for c in "#+$"):
@@ -89,6 +102,10 @@ class MqttConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             raise ValueError("`max_packet_size` must be 4096..268435455 bytes (mosquitto's max_packet_size)")
         if self.resend_window_s < 0 or self.resend_window_mb <= 0:
             raise ValueError("`resend_window_s` must be >= 0 and `resend_window_mb` > 0")
+
+    def nodes(self) -> list[tuple[str, int]]:
+        """Every broker address to try, in order: ``host``/``port``, then ``hosts``."""
+        return [(self.host, self.port)] + [(h, int(p)) for h, _, p in (n.rpartition(":") for n in self.hosts)]
 
     def for_process(self, name: str) -> MqttConfig:
         """The login of process ``name``: its username (default its name) and its own password file."""

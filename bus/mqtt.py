@@ -14,7 +14,10 @@ What it adds to paho, and why:
 - PUBACK and SUBACK reason codes >= 0x80 (not authorized, quota exceeded, ...) are failures, reported to
   hooks and logged with the topic: a refused publish is never taken for a delivered one;
 - a connection the broker keeps closing right after it was made is reported: the usual cause is another
-  process connected with the same client id (Mosquitto 2.0 closes the older connection without a reason).
+  process connected with the same client id (Mosquitto 2.0 closes the older connection without a reason);
+- ``[mqtt] hosts``: the nodes of a clustered broker, tried in turn; ``[mqtt] protocol = "3.1.1"`` for the
+  clusters that speak no MQTT 5 (NATS, RabbitMQ): ``clean_session false`` instead of a session expiry, and
+  ``$share`` groups subscribed as plain filters.
 """
 
 from __future__ import annotations
@@ -138,8 +141,13 @@ class BusClient:
         self._was_connected = False
         self._closing = False
 
-        c = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5,
-                        manual_ack=manual_ack)
+        expiry = cfg.session_expiry if session_expiry is None else session_expiry
+        self.v5 = cfg.protocol == "5"
+        self._nodes = cfg.nodes()
+        self._node = 0
+        c = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, manual_ack=manual_ack,
+                        **({"protocol": paho.MQTTv5} if self.v5 else
+                           {"protocol": paho.MQTTv311, "clean_session": expiry == 0}))
         if cfg.username:
             c.username_pw_set(cfg.username, cfg.password())
         if cfg.tls_ca or cfg.tls_cert:
@@ -157,11 +165,14 @@ class BusClient:
         c.on_message = self._on_message
         c.on_publish = self._on_publish
         c.on_subscribe = self._on_subscribe
+        c.on_connect_fail = lambda client, userdata: self._next_node()
         self._client = c
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = cfg.session_expiry if session_expiry is None else session_expiry
-        props.ReceiveMaximum = receive_maximum
-        self._connect_props = props
+        self._connect_kw: dict = {}
+        if self.v5:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = expiry
+            props.ReceiveMaximum = receive_maximum
+            self._connect_kw = {"clean_start": False, "properties": props}
 
     # -- topics -------------------------------------------------------------------------------
     def full(self, topic: str) -> str:
@@ -172,8 +183,14 @@ class BusClient:
         return self.prefix + topic
 
     def _on_wire(self, topic_filter: str) -> str:
-        """A subscription's filter as the broker sees it."""
-        return topic_filter if topic_filter in self._outside else self.full(topic_filter)
+        """A subscription's filter as the broker sees it (MQTT 3.1.1 has no ``$share``: its plain filter)."""
+        wire = topic_filter if topic_filter in self._outside else self.full(topic_filter)
+        return wire.split("/", 2)[2] if not self.v5 and wire.startswith("$share/") else wire
+
+    def _sub(self, wire: str, qos: int, renewal: bool):
+        """One filter of a SUBSCRIBE: v5 asks for retained messages on the first one only (see _on_broker);
+        3.1.1 always gets them."""
+        return (wire, SubscribeOptions(qos=qos, retainHandling=int(renewal))) if self.v5 else (wire, qos)
 
     def strip(self, topic: str) -> str:
         return topic[len(self.prefix):] if self.prefix and topic.startswith(self.prefix) else topic
@@ -181,9 +198,19 @@ class BusClient:
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
         """Connect in the background; paho keeps reconnecting with backoff until ``close()``."""
-        self._client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive,
-                                   clean_start=False, properties=self._connect_props)
+        host, port = self._nodes[self._node]
+        self._client.connect_async(host, port, keepalive=self.cfg.keepalive, **self._connect_kw)
         self._client.loop_start()
+
+    def _next_node(self) -> None:
+        """Point the next reconnect at the next node of a clustered broker (called on paho's thread)."""
+        if len(self._nodes) < 2 or self._closing:
+            return
+        self._node = (self._node + 1) % len(self._nodes)
+        host, port = self._nodes[self._node]
+        # connect_async only records where to connect; paho's loop makes the next attempt there.
+        self._client.connect_async(host, port, keepalive=self.cfg.keepalive, **self._connect_kw)
+        self.log.info("trying broker node %s:%s", host, port)
 
     def wait_connected(self, timeout: float | None = None) -> bool:
         return self.connected.wait(timeout)
@@ -245,6 +272,9 @@ class BusClient:
         topic that is not wattbus's (a device's own), used as it is; its messages keep their full topic.
         """
         match = topic_filter.split("/", 2)[2] if topic_filter.startswith("$share/") else topic_filter
+        if not self.v5 and match != topic_filter:
+            self.log.warning("MQTT 3.1.1 has no shared subscriptions: %s is subscribed as %s, so every copy "
+                             "gets every message", topic_filter, match)
         with self._lock:  # same lock as _on_connect's snapshot: a filter is never missed by both
             if outside_prefix and self.prefix:
                 self._outside.add(topic_filter)
@@ -255,8 +285,7 @@ class BusClient:
         for msg in claimed:
             self._dispatch(callback, msg)
         if now:
-            rc, mid = self._client.subscribe(self._on_wire(topic_filter),
-                                             options=SubscribeOptions(qos=qos, retainHandling=0))
+            rc, mid = self._client.subscribe([self._sub(self._on_wire(topic_filter), qos, False)])
             self._on_broker.add(topic_filter)
             if rc == 0 and mid is not None:
                 acked = threading.Event()
@@ -280,7 +309,7 @@ class BusClient:
     # -- paho callbacks (network thread) ------------------------------------------------------
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
-            self.log.warning("broker %s:%s refused the connection: %s", self.cfg.host, self.cfg.port, reason_code)
+            self.log.warning("broker %s:%s refused the connection: %s", client.host, client.port, reason_code)
             return
         if properties is not None and hasattr(properties, "ReceiveMaximum"):
             self.server_receive_maximum = properties.ReceiveMaximum
@@ -291,7 +320,7 @@ class BusClient:
         if not session:
             self.generation += 1  # a new session: packet ids of the old one mean nothing (or another message)
         self._connected_at = time.monotonic()
-        self.log.info("connected to %s:%s (session %s)", self.cfg.host, self.cfg.port,
+        self.log.info("connected to %s:%s (session %s)", client.host, client.port,
                       "resumed" if session else "new")
         with self._lock:
             subs = list(self._subs.items())
@@ -299,8 +328,7 @@ class BusClient:
             self._on_broker.update(renewed)
             self.connected.set()
         if subs:
-            rc, mid = client.subscribe([(self._on_wire(f), SubscribeOptions(qos=q, retainHandling=int(renewed[f])))
-                                        for f, (_, q, _) in subs])
+            rc, mid = client.subscribe([self._sub(self._on_wire(f), q, renewed[f]) for f, (_, q, _) in subs])
             if rc == 0 and mid is not None:
                 self._expect_suback(mid, threading.Event(), [f for f, _ in subs])
         if self.status_topic:
@@ -312,8 +340,9 @@ class BusClient:
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         was = self.connected.is_set()
         self.connected.clear()
+        self._next_node()
         if was and not self._closing:
-            self.log.warning("lost connection to %s:%s (%s); reconnecting", self.cfg.host, self.cfg.port,
+            self.log.warning("lost connection to %s:%s (%s); reconnecting", client.host, client.port,
                              reason_code)
             now = time.monotonic()
             if now - self._connected_at < SHORT_CONNECTION_S:
