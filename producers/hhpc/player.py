@@ -11,7 +11,7 @@ from bus.producer import ProducerContext
 from producers.hhpc import Config
 from producers.hhpc.dataset import BadRow, iter_chunks, row_metrics
 from producers.hhpc.localtime import chunk_epochs_ms, local_to_epoch_ms
-from producers.hhpc.yeartable import load_year
+from producers.hhpc.yeartable import dataset_day, load_year
 
 BATCH_HOLD_S = 1.0
 """A paced replay holds a due reading at most this long to send it with the next ones in one message."""
@@ -60,16 +60,25 @@ def replay_items(path: Path, tz, *, on_bad=None, on_gap=None) -> Iterator[tuple[
 
 
 def _live(ctx: ProducerContext, cfg: Config, device: str, path: Path) -> None:
-    table = load_year(path, on_bad=_on_bad(ctx, path))
-    ctx.log.info("live: %s loaded (%d rows, year %d); a reading every %.0f s", path, len(table), table.year,
-                 cfg.interval)
+    """The row for now, from a table of today only: the next day is read while waiting for its first tick."""
+    local = datetime.fromtimestamp(time.time(), ctx.tz).replace(tzinfo=None)
+    # Until the file says which year it holds, today may be either of two days of it (leap or not).
+    table = load_year(path, on_bad=_on_bad(ctx, path),
+                      days=(dataset_day(2023, local), dataset_day(2024, local)))
+    ctx.log.info("live: %s read (year %d); today's %d rows kept; a reading every %.0f s", path, table.year,
+                 len(table), cfg.interval)
     ctx.set_device_status(device, True)
     while True:
         now = time.time()
         next_tick = (now // cfg.interval + 1) * cfg.interval
-        if ctx.wait(next_tick - now):
-            return
         local = datetime.fromtimestamp(next_tick, ctx.tz).replace(tzinfo=None)
+        if not table.holds(local):
+            day = dataset_day(table.year, local)
+            table = load_year(path, table.year, days=(day, day))
+            ctx.log.info("live: day %d of %d read (%d rows)", day, table.year, len(table))
+            continue  # reading took time: the tick may be past
+        if ctx.wait(next_tick - time.time()):
+            return
         row = table.for_local(local)
         ts = int(next_tick * 1000)
         if row is None or row.metrics is None:

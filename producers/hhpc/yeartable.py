@@ -1,7 +1,8 @@
-"""The in-memory dataset year for live mode: "the reading for now" is one index operation.
+"""The dataset year (or some days of it) in memory for live mode: "the reading for now" is one index.
 
 :func:`load_year` reads one year of a dataset file into numpy arrays looked up by day-of-year and minute of
-the day (about 17 MB), through the same :class:`~producers.hhpc.dataset.Scanner` as streaming.
+the day, through the same :class:`~producers.hhpc.dataset.Scanner` as streaming: about 17 MB for a year,
+46 kB a day with ``days``, which is what live mode keeps (it reads the next day when the date changes).
 """
 
 from __future__ import annotations
@@ -45,14 +46,20 @@ class YearTable:
     """One dataset year indexed by (day-of-year, minute-of-day) in local time.
 
     ``values[slot, k]`` is metric ``METRIC_KEYS[k]`` (float32, NaN = missing) for slot
-    ``(doy - 1) * 1440 + minute``; ``lines[slot]`` is the file line it came from, 0 when the file has
-    no row for that minute. About 17 MB for a year.
+    ``(doy - first_day) * 1440 + minute``; ``lines[slot]`` is the file line it came from, 0 when the file
+    has no row for that minute. About 17 MB for a year; a table of some days holds only those
+    (``first_day`` .. ``last_day``).
     """
 
     year: int
     values: np.ndarray
     lines: np.ndarray
     stats: LoadStats = field(default_factory=LoadStats)
+    first_day: int = 1
+
+    @property
+    def last_day(self) -> int:
+        return self.first_day + len(self.lines) // MINUTES_PER_DAY - 1
 
     @property
     def days(self) -> int:
@@ -67,9 +74,10 @@ class YearTable:
         None when the file has no row for that minute; ``Row.metrics`` is None when it has one whose
         values are missing.
         """
-        if not (1 <= doy <= self.days and 0 <= minute < MINUTES_PER_DAY):
-            raise IndexError(f"day {doy} minute {minute} outside {self.year}")
-        slot = (doy - 1) * MINUTES_PER_DAY + minute
+        if not (self.first_day <= doy <= self.last_day and 0 <= minute < MINUTES_PER_DAY):
+            raise IndexError(f"day {doy} minute {minute} outside the table ({self.year}, days "
+                             f"{self.first_day}-{self.last_day})")
+        slot = (doy - self.first_day) * MINUTES_PER_DAY + minute
         line = int(self.lines[slot])
         if line == 0:
             return None
@@ -92,23 +100,34 @@ class YearTable:
         happens twice (fall-back) reads the same row twice; one that never happens (spring-forward)
         is never asked for.
         """
-        month, day = local.month, local.day
-        if month == 2 and day == 29 and not isleap(self.year):
-            day = 28
-        doy = date(self.year, month, day).toordinal() - date(self.year, 1, 1).toordinal() + 1
-        return self.get(doy, local.hour * 60 + local.minute)
+        return self.get(dataset_day(self.year, local), local.hour * 60 + local.minute)
+
+    def holds(self, local: datetime) -> bool:
+        return self.first_day <= dataset_day(self.year, local) <= self.last_day
+
+
+def dataset_day(year: int, local: datetime) -> int:
+    """The day of dataset ``year`` (1-based) that plays on ``local``'s calendar date (see ``for_local``)."""
+    month, day = local.month, local.day
+    if month == 2 and day == 29 and not isleap(year):
+        day = 28
+    return date(year, month, day).toordinal() - date(year, 1, 1).toordinal() + 1
 
 
 def load_year(
-    path: str | PathLike[str] | IO, year: int | None = None, *, on_bad: OnBad | None = None
+    path: str | PathLike[str] | IO, year: int | None = None, *, on_bad: OnBad | None = None,
+    days: tuple[int, int] | None = None,
 ) -> YearTable:
     """Read one year of a dataset file into a :class:`YearTable`.
 
     ``year=None`` takes the year with the most rows (the UCI file spans 2006-2010; its best-covered
     year wins). Rows are written straight into a table per year met, so a one-year file costs one
     table (~17 MB) and nothing more; a multi-year file costs a table per year until the best one is
-    chosen, unless ``year`` says which one to keep.
+    chosen, unless ``year`` says which one to keep. ``days`` (first, last day of the year, 1-based) keeps
+    only those days: the whole file is still read (to choose the year and count bad lines), the table is
+    46 kB a day. Stats other than ``bad`` and ``other_years`` count the kept days.
     """
+    first = days[0] if days else 1
     stats = LoadStats()
 
     def count_bad(b: BadRow) -> None:
@@ -124,7 +143,7 @@ def load_year(
         order = [list(COLUMNS).index(n) for n in scanner.layout.names]
         for chunk in scanner:
             years, doy0 = day_index(chunk.ymd)
-            slots = doy0 * MINUTES_PER_DAY + chunk.sod // 60
+            slots = (doy0 - (first - 1)) * MINUTES_PER_DAY + chunk.sod // 60
             kinds, counts = np.unique(years, return_counts=True)
             for y, count in zip(kinds.tolist(), counts.tolist()):
                 seen[y] = seen.get(y, 0) + count
@@ -132,10 +151,10 @@ def load_year(
                     continue
                 table = tables.get(y)
                 if table is None:
-                    size = (366 if isleap(y) else 365) * MINUTES_PER_DAY
-                    table = tables[y] = YearTable(y, np.full((size, ncols), np.nan, np.float32),
-                                                  np.zeros(size, np.int32), LoadStats())
+                    table = tables[y] = _empty(y, first, days, ncols)
                 mine = np.flatnonzero(years == y)
+                if days:
+                    mine = mine[(doy0[mine] >= days[0] - 1) & (doy0[mine] <= days[1] - 1)]
                 # The last row for a minute wins: unique over the reversed order finds last occurrences.
                 where, first_rev = np.unique(slots[mine][::-1], return_index=True)
                 last = mine[len(mine) - 1 - first_rev]
@@ -152,11 +171,17 @@ def load_year(
     table = tables.pop(year, None)
     tables.clear()
     if table is None:
-        size = (366 if isleap(year) else 365) * MINUTES_PER_DAY
-        table = YearTable(year, np.full((size, ncols), np.nan, np.float32), np.zeros(size, np.int32))
+        table = _empty(year, first, days, ncols)
     present = table.lines != 0
     stats.rows = int(np.count_nonzero(present))
     stats.duplicates = table.stats.duplicates
     stats.missing = int(np.count_nonzero(np.isnan(table.values).all(axis=1) & present))
     table.stats = stats
     return table
+
+
+def _empty(year: int, first: int, days: tuple[int, int] | None, ncols: int) -> YearTable:
+    last = min(days[1], 366 if isleap(year) else 365) if days else (366 if isleap(year) else 365)
+    size = max(0, last - first + 1) * MINUTES_PER_DAY
+    return YearTable(year, np.full((size, ncols), np.nan, np.float32), np.zeros(size, np.int32), LoadStats(),
+                     first)

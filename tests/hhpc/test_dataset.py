@@ -297,6 +297,20 @@ def test_year_table_finds_the_row_for_a_day_and_minute(year_file):
     assert table.get(1, 0) is None  # the file has no January
 
 
+def test_a_table_of_one_day_holds_that_day_as_the_year_does_and_nothing_else(year_file):
+    """Live mode keeps today only (46 kB instead of the year's 17 MB) and reads the next day at midnight."""
+    year = load_year(year_file)
+    day = load_year(year_file, days=(60, 60))  # 29 February 2024
+    assert (day.year, day.first_day, day.last_day, len(day)) == (2024, 60, 60, 1440)
+    assert day.values.nbytes < year.values.nbytes / 300
+    for minute in (0, 754, 1439):
+        assert day.get(60, minute) == year.get(60, minute)
+    assert day.holds(datetime(2028, 2, 29, 10, 0)) and not day.holds(datetime(2028, 3, 1, 0, 0))
+    with pytest.raises(IndexError, match="days 60-60"):
+        day.get(61, 0)
+    assert len(load_year(year_file, days=(1, 2))) == 0  # days the file does not have: an empty table
+
+
 def test_year_table_matches_the_calendar_date_in_any_year(year_file):
     table = load_year(year_file)
     # 1 March 2025 (a common year) reads 1 March 2024, not day 60 (which was 29 February in 2024).
@@ -350,3 +364,42 @@ def test_year_table_keeps_the_last_of_duplicate_minutes():
     table = load_year(io.StringIO(text))
     assert table.stats.duplicates == 1
     assert table.for_local(datetime(2024, 10, 27, 2, 30)).metrics["power_w"] == 2000.0
+
+
+def test_live_mode_reads_the_next_day_before_its_first_tick(year_file, monkeypatch):
+    """Across local midnight the live loop publishes each minute's row, the new day's read in between.
+
+    The clock is the only stand-in: the loop's ``time.time`` and ``ctx.wait`` run on a fake clock that
+    starts 20 s before midnight (a real midnight cannot be waited for in a test)."""
+    import logging
+    from types import SimpleNamespace
+
+    import msgspec
+
+    from producers.hhpc import Config, player
+
+    tz = ZoneInfo("Europe/Brussels")
+    clock = [datetime(2026, 2, 28, 23, 59, 40, tzinfo=tz).timestamp()]  # 28 Feb -> 1 Mar in a common year
+    published: list[tuple[int, dict]] = []
+    lines: list[str] = []
+
+    def wait(seconds: float) -> bool:
+        clock[0] += max(0.0, seconds)
+        return len(published) >= 8
+
+    log = logging.getLogger("test-live")
+    monkeypatch.setattr(log, "info", lambda fmt, *a: lines.append(fmt % a))
+    ctx = SimpleNamespace(tz=tz, log=log, wait=wait, set_device_status=lambda *a: None,
+                          counters=SimpleNamespace(inc=lambda *a: None),
+                          publish_reading=lambda device, m, ts, **kw: published.append((ts, m)))
+    monkeypatch.setattr(player.time, "time", lambda: clock[0])
+    cfg = msgspec.convert({"type": "hhpc", "dataset": str(year_file), "mode": "live", "interval": 10}, Config)
+    player._live(ctx, cfg, "house", year_file)
+
+    year = load_year(year_file)
+    for ts, metrics in published:
+        local = datetime.fromtimestamp(ts / 1000, tz).replace(tzinfo=None)
+        assert metrics == year.for_local(local).metrics, local
+    days = {datetime.fromtimestamp(ts / 1000, tz).day for ts, _ in published}
+    assert days == {28, 1} and len(published) == 8
+    assert any("day 61 of 2024 read" in line for line in lines), lines  # 1 March of the leap dataset year
