@@ -46,8 +46,13 @@ class Proc:
 
 
 def _name(pid: int) -> str:
-    argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    words = [a.decode(errors="replace") for a in argv if a]
+    # split on spaces too: a forked child's title (setproctitle) is one string
+    line = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").replace("\0", " ")
+    for module, name in (("multiprocessing.forkserver", "forkserver (wattbus.launcher)"),
+                         ("multiprocessing.resource_tracker", "resource tracker (multiprocessing)")):
+        if module in line:
+            return name
+    words = line.split()
     if "run" in words:
         return words[words.index("run") + 1]
     if "emulate" in words:

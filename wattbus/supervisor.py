@@ -2,7 +2,8 @@
 
 For development and the demo. In production each process is its own systemd unit (wattbus@NAME). The demo
 adds its emulated hardware as children too (``hardware``): started first, each waited for until it prints
-its first line (an emulator's "listening on ..."), restarted like the rest.
+its first line (an emulator's "listening on ..."), restarted like the rest. ``wattbus`` commands are forked
+from one warm interpreter (``wattbus.launcher``): the children share the memory of what they all import.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 from collections.abc import Sequence
 
 from bus.config import AppConfig
+from wattbus import launcher
 
 RESTART_MIN_S, RESTART_MAX_S = 1.0, 30.0
 READY_TIMEOUT_S = 20.0
@@ -24,16 +26,20 @@ STOP_TIMEOUT_S = 12.0
 class _Child:
     """One supervised command: its process, when it started, and its restart backoff."""
 
-    def __init__(self, name: str, cmd: Sequence[str], announce: bool) -> None:
+    def __init__(self, name: str, cmd: Sequence[str], announce: bool, fork: bool) -> None:
         self.name, self.cmd, self.announce = name, list(cmd), announce
-        self.proc: subprocess.Popen | None = None
+        self.argv = launcher.wattbus_argv(cmd) if fork else None
+        self.proc: subprocess.Popen | launcher.Forked | None = None
         self.started = 0.0
         self.backoff = RESTART_MIN_S
         self.next_start = 0.0
 
     def spawn(self) -> None:
-        self.proc = subprocess.Popen(self.cmd, start_new_session=True, text=True,
-                                     stdout=subprocess.PIPE if self.announce else None)
+        if self.argv is not None:
+            self.proc = launcher.Forked(self.argv, stdout_pipe=self.announce)
+        else:
+            self.proc = subprocess.Popen(self.cmd, start_new_session=True, text=True,
+                                         stdout=subprocess.PIPE if self.announce else None)
         self.started = time.monotonic()
         if self.announce:
             self._await_first_line()
@@ -61,8 +67,12 @@ class _Child:
 
 
 def supervise(app: AppConfig, only: list[str] | None = None, *,
-              hardware: dict[str, Sequence[str]] | None = None) -> int:
-    """Run until SIGTERM/SIGINT: ``hardware`` commands first, then consumers, then producers."""
+              hardware: dict[str, Sequence[str]] | None = None, fork: bool | None = None) -> int:
+    """Run until SIGTERM/SIGINT: ``hardware`` commands first, then consumers, then producers.
+
+    ``fork`` (default: where the platform has a forkserver) forks ``wattbus`` commands from a warm
+    interpreter instead of starting each afresh."""
+    fork = launcher.available() if fork is None else fork
     names = [n for n in [*app.producers, *app.consumers] if not only or n in only]
     stopping = threading.Event()
 
@@ -77,9 +87,9 @@ def supervise(app: AppConfig, only: list[str] | None = None, *,
 
     # hardware before the processes that talk to it; consumers before producers, so their
     # subscriptions exist before the first reading is published
-    children = [_Child(n, cmd, announce=True) for n, cmd in (hardware or {}).items()]
+    children = [_Child(n, cmd, announce=True, fork=fork) for n, cmd in (hardware or {}).items()]
     ordered = sorted(names, key=lambda n: n in app.producers)
-    children += [_Child(n, command(n), announce=False) for n in ordered]
+    children += [_Child(n, command(n), announce=False, fork=fork) for n in ordered]
     for child in children:
         if stopping.is_set():
             break
@@ -103,7 +113,7 @@ def supervise(app: AppConfig, only: list[str] | None = None, *,
     return 0
 
 
-def _stop_all(procs: list[subprocess.Popen]) -> None:
+def _stop_all(procs: list[subprocess.Popen | launcher.Forked]) -> None:
     """SIGTERM to every child (producers first, hardware last), then wait; kill what is left."""
     for p in procs:
         if p.poll() is None:

@@ -16,7 +16,7 @@ import pytest
 
 from bus.config import ConfigError, parse_config
 from producers.registry import PRODUCERS
-from tests.support.processes import children_of
+from tests.support.processes import descendants_of, still_running
 from wattbus.demo import Ports, compose
 from wattbus.plugins import plugin, plugins, resolve
 
@@ -97,13 +97,13 @@ def test_the_demo_runs_every_producer_into_the_store_and_onto_metrics(tmp_path):
             missing = {s for s in PRODUCERS if not (s in stored and f'source="{s}"' in page)}
         assert not missing, f"no reading of {sorted(missing)} in the store and on /metrics:\n" \
                             f"{(tmp_path / 'demo.log').read_text()[-4000:]}"
-        children = list(children_of(demo.pid))
+        children = list(descendants_of(demo.pid))
         assert len(children) >= 3 + len(PRODUCERS) + 2, "broker, hardware, producers, consumers"
     finally:
         demo.send_signal(signal.SIGTERM)
         code = demo.wait(40)
     assert code == 0
-    assert not [pid for pid in children if Path(f"/proc/{pid}").exists()], "SIGTERM stops every child"
+    assert not still_running(children), "SIGTERM stops every child"
 
 
 def _stored_sources(db: Path) -> set[str]:

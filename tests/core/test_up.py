@@ -7,12 +7,11 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from tests.conftest import unique
-from tests.support.processes import REPO, children_of, write_config
+from tests.support.processes import REPO, descendants_of, still_running, write_config
 
 
 def wait_until(predicate, timeout: float, what: str):
@@ -44,7 +43,7 @@ def test_a_killed_child_is_restarted_and_sigterm_stops_everything(broker, collec
                           env=dict(os.environ, PYTHONPATH=str(REPO)))
     try:
         def producer_pid() -> int | None:
-            return next((pid for pid, cmd in children_of(up.pid).items() if f"run {house}" in cmd), None)
+            return next((pid for pid, cmd in descendants_of(up.pid).items() if f"run {house}" in cmd), None)
 
         first = wait_until(producer_pid, 20, "the producer child")
         status.wait_for(lambda: any(m == b"online" for _, m, _ in status.messages), what="online")
@@ -53,10 +52,11 @@ def test_a_killed_child_is_restarted_and_sigterm_stops_everything(broker, collec
         second = wait_until(lambda: (pid := producer_pid()) and pid != first and pid, 20, "a new producer")
         status.wait_for(lambda: status.messages[-1][1] == b"online", what="online again")
         assert f"{house} exited with -9; restarting" in (tmp_path / "up.log").read_text()
-        both = set(children_of(up.pid))
+        both = {pid for pid, cmd in descendants_of(up.pid).items() if " run " in cmd}
         assert second in both and len(both) == 2
+        assert f"wattbus -c {cfg} run {house}" in descendants_of(up.pid)[second]  # ps shows what runs
     finally:
         up.send_signal(signal.SIGTERM)
         code = up.wait(30)
     assert code == 0
-    assert not [pid for pid in both if Path(f"/proc/{pid}").exists()], "SIGTERM stops every child"
+    assert not still_running(both), "SIGTERM stops every child"

@@ -97,3 +97,22 @@ def children_of(pid: int) -> dict[int, str]:
         if ppid == pid:
             found[int(proc.name)] = cmdline
     return found
+
+
+def descendants_of(pid: int) -> dict[int, str]:
+    """Children, grandchildren, ...: ``wattbus up`` forks its processes from a forkserver child."""
+    found, todo = {}, [pid]
+    while todo:
+        kids = children_of(todo.pop())
+        found.update(kids)
+        todo += kids
+    return found
+
+
+def still_running(pids, grace: float = 5.0) -> list[int]:
+    """Which of ``pids`` are still there after ``grace`` seconds (the forkserver leaves just after its
+    parent: it sees its pipe close)."""
+    deadline = time.monotonic() + grace
+    while (left := [p for p in pids if Path(f"/proc/{p}").exists()]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left
