@@ -20,12 +20,13 @@ value is then a device measurement or an exact sum of them); otherwise "estimate
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Callable
 
 from .fields import COUNTER_METRICS, MeterLayout, apply_derived
 from .rpc import BadResponse, RpcError, ShellyRpc
+
+if TYPE_CHECKING:  # numpy is imported by the functions that fill arrays: a poller without an outage never
+    import numpy as np  # needs it (5 MB of RSS)
 
 DAY_S = 86400
 MAX_PERIOD_S = 300  # longest record period a Shelly meter uses (3EM Gen3: 5 min); Pro 3EM: 60 s
@@ -82,6 +83,8 @@ def _spans(rpc: ShellyRpc, namespace: str, data_id: int, start: int, end: int) -
 def fetch_rows(rpc: ShellyRpc, profile: MeterLayout, start: int, end: int, *,
                window_s: int = DAY_S, should_stop: Callable[[], bool] = lambda: False) -> Rows:
     """Every record with ts in [start, end], for all of the profile's data ids."""
+    import numpy as np
+
     merged: dict[int, tuple[int, dict[tuple[str, str], float]]] = {}
     for data_id in profile.data_ids:
         comp = str(data_id)
@@ -178,6 +181,8 @@ def _float_dict(d: Any) -> dict[str, float] | None:
 
 def build_readings(rows: Rows, profile: MeterLayout, invert: bool, window: Gap) -> list[dict[str, Any]]:
     """Readings (``{"ts", "period_s", "quality", "metrics"}``) for the records ending in the window."""
+    import numpy as np
+
     n = len(rows)
     if n == 0:
         return []
