@@ -13,7 +13,7 @@ from wattbus.plugins import plugins
 
 ALIASES = {"replay": "hhpc"}
 BUILTIN = {"relay": "wattbus.bench_relay", "footprint": "wattbus.footprint", "latency": "wattbus.bench_latency",
-           "scale": "wattbus.bench_scale"}
+           "scale": "wattbus.bench_scale", "sites": "wattbus.bench_sites"}
 """Benches that join several plugins (a producer's model and a consumer's engine): module with ``main``."""
 
 
