@@ -45,6 +45,28 @@ def site_bridge(central_port: int, site: str) -> str:
     return text.replace("home1", site)
 
 
+def _edge_ports(n: int) -> list[int]:
+    """``n`` distinct free ports below the kernel's ephemeral range.
+
+    ``free_port()`` hands out ephemeral ports: with hundreds of brokers, two calls can return the same one,
+    or a bridge's outgoing connection can take a port before its broker listens on it ("Address already in
+    use", and ``wait_port`` then finds the *other* broker)."""
+    import socket
+
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports: list[int] = []
+    for port in range(max(1024, low - 20_000), low):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        ports.append(port)
+        if len(ports) == n:
+            return ports
+    raise RuntimeError(f"fewer than {n} free ports below {low}")
+
+
 def _pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -159,7 +181,8 @@ def run_step(work: Path, n_sites: int, devices: int, seconds: int, workers: int)
     work.mkdir(parents=True)
     central = Broker(work / "central").start()
     names = [f"site{i}" for i in range(n_sites)]
-    edges = [Broker(work / name, extra="\n" + site_bridge(central.port, name)) for name in names]
+    edges = [Broker(work / name, port, extra="\n" + site_bridge(central.port, name))
+             for name, port in zip(names, _edge_ports(n_sites))]
     store_proc: subprocess.Popen | None = None
     meter: BusClient | None = None
     pool = None
@@ -203,6 +226,8 @@ def run_step(work: Path, n_sites: int, devices: int, seconds: int, workers: int)
         with Progress(f"starting {n_sites} site brokers", unit="brokers") as bar, ThreadPoolExecutor(16) as ex:
             for done, _ in enumerate(ex.map(Broker.start, edges), 1):
                 bar.update(done, n_sites)
+        if dead := [e for e in edges if e.proc is None or e.proc.poll() is not None]:
+            raise RuntimeError(f"{len(dead)} site brokers exited at start; see {dead[0].log}")
         deadline = time.monotonic() + 60 + n_sites / 10
         while len(bridged) < n_sites:  # a reading sent before its bridge is up would only wait in the queue
             if time.monotonic() > deadline:
