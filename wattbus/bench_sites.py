@@ -14,6 +14,7 @@ asserted by a test (timings depend on the machine).
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import resource
 import shutil
@@ -32,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 BRIDGE = REPO / "mosquitto" / "bridge.conf"
 CENTRAL_ONLY = ("bridge_cafile", "bridge_insecure", "remote_username", "remote_password")
 """bridge.conf lines a plain loopback central broker (no TLS, anonymous) has no use for."""
-GROWN_FACTOR, GROWN_MS = 2.0, 1000.0
+GROWN_FACTOR, GROWN_MS, SLOW_MS = 2.0, 1000.0, 100.0
 """Latency has "grown" at a size whose p99 is above twice the smallest size's, or above 1 s."""
 
 
@@ -75,14 +76,14 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def _generate(sites: list[tuple[int, str, int]], devices: int, seconds: int, t0: float,
-              total: int) -> tuple[int, int, float]:
+              total: int) -> tuple[int, int, float, float]:
     """One load-generator process: a QoS 1 client per site on its edge broker, ``devices`` meters each.
 
     Device ``site-dJ`` publishes once a second at its own offset within the second (its global index over
     ``total`` devices), so the whole fleet's readings are spread evenly, as independent meters would be.
     ``ts`` is the publish time (ms): the central side's latency is its receive time minus ``ts``. Returns
-    (readings sent, not acknowledged by the edge broker, worst lateness against the schedule in ms): a
-    generator that falls behind shows up there, not as latency.
+    (readings sent, not acknowledged by the edge broker, worst lateness against the schedule in ms, CPU
+    seconds over the publishing window): a generator that falls behind shows up there, not as latency.
     """
     from bus import envelope
     from bus.config import MqttConfig
@@ -97,6 +98,8 @@ def _generate(sites: list[tuple[int, str, int]], devices: int, seconds: int, t0:
     slots = sorted(((i * devices + j) / total, name, f"{name}-d{j}")
                    for i, name, _ in sites for j in range(devices))
     infos, late = [], 0.0
+    time.sleep(max(0.0, t0 - time.time()))
+    cpu0 = time.process_time()
     for second in range(seconds):
         for offset, name, device in slots:
             now = time.time()
@@ -108,6 +111,7 @@ def _generate(sites: list[tuple[int, str, int]], devices: int, seconds: int, t0:
             value = round(500 + 400 * ((second + int(offset * 60)) % 60) / 60, 1)  # a plain sawtooth load
             infos.append(clients[name].publish(f"sim/{device}/reading", envelope.encode_reading(
                 "sim", device, int(now * 1000), {"power_w": value}, seq=second + 1)))
+    cpu = time.process_time() - cpu0
     unacked = 0
     for info in infos:
         try:
@@ -117,7 +121,7 @@ def _generate(sites: list[tuple[int, str, int]], devices: int, seconds: int, t0:
         unacked += not info.is_published()
     for c in clients.values():
         c.close()
-    return len(infos), unacked, late * 1000
+    return len(infos), unacked, late * 1000, cpu
 
 
 @dataclass
@@ -135,8 +139,11 @@ class Result:
     worst: float
     stored: int
     late_ms: float
+    slow: tuple[int, int]
+    """(readings over SLOW_MS, seconds of publishing they fall in): a stall, or a latency that stays high."""
     cpu: dict[str, float]
-    """CPU % of one core over the publishing window: store, central (mosquitto), edges (all, summed)."""
+    """CPU % of one core over the publishing window: store, central (mosquitto), edges (all, summed),
+    generators (summed), bench (its subscriber on the central broker)."""
     rss: dict[str, float]
 
 
@@ -150,6 +157,13 @@ def _cpu_ticks(pids: list[int]) -> int:
         except OSError:
             pass
     return total
+
+
+def _machine_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies of all cores (/proc/stat): how near the machine itself is to saturation."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
 
 
 def _stop_broker(broker) -> None:
@@ -244,6 +258,7 @@ def run_step(work: Path, n_sites: int, devices: int, seconds: int, workers: int)
         pids = {"store": [store_proc.pid], "central": [central.proc.pid], "edges": [e.proc.pid for e in edges]}
         time.sleep(max(0.0, t0 - time.time()))
         ticks = {k: _cpu_ticks(v) for k, v in pids.items()}
+        own, machine = time.process_time(), _machine_ticks()
         with Progress(f"{n_sites} sites x {devices} devices x 1 reading/s", unit="s") as bar:
             while (elapsed := time.time() - t0) < seconds:
                 bar.update(int(elapsed), seconds)
@@ -251,6 +266,9 @@ def run_step(work: Path, n_sites: int, devices: int, seconds: int, workers: int)
             bar.update(seconds, seconds)
         window = time.time() - t0
         cpu = {k: (_cpu_ticks(v) - ticks[k]) / TICK / window * 100 for k, v in pids.items()}
+        cpu["bench"] = (time.process_time() - own) / window * 100
+        busy, all_ticks = (b - a for a, b in zip(machine, _machine_ticks()))
+        cpu["machine"] = busy / max(all_ticks, 1) * 100
         rss = {}
         for k in ("store", "central"):
             try:
@@ -258,6 +276,7 @@ def run_step(work: Path, n_sites: int, devices: int, seconds: int, workers: int)
             except OSError:
                 rss[k] = float("nan")
         outcomes = [f.result() for f in futures]
+        cpu["generators"] = sum(o[3] for o in outcomes) / window * 100
         sent = sum(o[0] for o in outcomes)
         deadline = time.monotonic() + 30  # late is measured; only what never comes is lost
         while len(latency) < sent and time.monotonic() < deadline:
@@ -266,10 +285,11 @@ def run_step(work: Path, n_sites: int, devices: int, seconds: int, workers: int)
             time.sleep(0.2)
         time.sleep(1.0)  # a last duplicate, if any, arrives
         lat = list(latency.values())
+        slow = [seq for (_, seq), ms in latency.items() if ms > SLOW_MS]
         return Result(n_sites, devices, sent, sum(o[1] for o in outcomes), len(latency),
                       sent - len(latency), duplicated, len(latency) / max(last_at - t0, 1e-9),
                       _pct(lat, 0.5), _pct(lat, 0.99), max(lat, default=float("nan")), _stored(db),
-                      max(o[2] for o in outcomes), cpu, rss)
+                      max(o[2] for o in outcomes), (len(slow), len(set(slow))), cpu, rss)
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
@@ -311,15 +331,23 @@ def main(argv: list[str]) -> int:
         print(f"\nbench sites failed; its brokers' folders and logs are in {work}", file=sys.stderr)
         raise
     print(f"\n{args.devices} devices per site at 1 reading/s each, {args.seconds} s per size, one central "
-          f"Mosquitto, QoS 1; CPU % of one core over the publishing window, edges summed")
-    print(f"{'sites':>6}{'devices':>8}{'sent':>9}{'received':>9}{'lost':>6}{'dup':>5}{'readings/s':>11}"
-          f"{'p50 ms':>8}{'p99 ms':>8}{'max ms':>8}{'stored':>9}{'store CPU%':>11}{'RSS MB':>7}"
-          f"{'broker CPU%':>12}{'RSS MB':>7}{'edges CPU%':>11}")
+          f"Mosquitto, QoS 1; latency = central receive time - publish time (ms resolution)")
+    print(f"{'sites':>6}{'devices':>8}{'sent':>10}{'received':>10}{'lost':>6}{'dup':>5}{'readings/s':>11}"
+          f"{'p50 ms':>8}{'p99 ms':>8}{'max ms':>8}{'stored':>10}")
     for r in results:
-        print(f"{r.sites:>6}{r.sites * r.devices:>8,}{r.sent:>9,}{r.received:>9,}{r.lost:>6,}{r.duplicated:>5,}"
-              f"{r.rate:>11,.0f}{r.p50:8.1f}{r.p99:8.1f}{r.worst:8.1f}{r.stored:>9,}{r.cpu['store']:11.1f}"
-              f"{r.rss['store']:7.1f}{r.cpu['central']:12.1f}{r.rss['central']:7.1f}{r.cpu['edges']:11.1f}")
+        print(f"{r.sites:>6}{r.sites * r.devices:>8,}{r.sent:>10,}{r.received:>10,}{r.lost:>6,}{r.duplicated:>5,}"
+              f"{r.rate:>11,.0f}{r.p50:8.1f}{r.p99:8.1f}{r.worst:8.1f}{r.stored:>10,}")
+    print(f"\nCPU % of one core over the publishing window, RSS at its end (edges and generators summed; "
+          f"all share this machine's {os.cpu_count()} cores; machine busy % is of all of them)")
+    print(f"{'sites':>6}{'store CPU %':>12}{'store RSS MB':>13}{'central CPU %':>14}{'central RSS MB':>15}"
+          f"{'edges CPU %':>12}{'generators CPU %':>17}{'bench CPU %':>12}{'machine busy %':>15}")
     for r in results:
+        print(f"{r.sites:>6}{r.cpu['store']:12.1f}{r.rss['store']:13.1f}{r.cpu['central']:14.1f}"
+              f"{r.rss['central']:15.1f}{r.cpu['edges']:12.1f}{r.cpu['generators']:17.1f}{r.cpu['bench']:12.1f}{r.cpu['machine']:15.1f}")
+    for r in results:
+        if r.slow[0]:
+            print(f"at {r.sites} sites {r.slow[0]:,} readings took over {SLOW_MS:g} ms, in {r.slow[1]} of the "
+                  f"{args.seconds} seconds")
         if r.unacked or r.late_ms > 1000:
             print(f"at {r.sites} sites the load generators fell behind: {r.unacked:,} publishes not acknowledged "
                   f"by the edge brokers, up to {r.late_ms:,.0f} ms late against the schedule")
