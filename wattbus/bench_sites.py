@@ -34,7 +34,8 @@ BRIDGE = REPO / "mosquitto" / "bridge.conf"
 CENTRAL_ONLY = ("bridge_cafile", "bridge_insecure", "remote_username", "remote_password")
 """bridge.conf lines a plain loopback central broker (no TLS, anonymous) has no use for."""
 GROWN_FACTOR, GROWN_MS, SLOW_MS = 2.0, 1000.0, 100.0
-"""Latency has "grown" at a size whose p99 is above twice the smallest size's, or above 1 s."""
+"""Latency has "grown" at a size whose p99 is above twice the smallest size's and above SLOW_MS (a p99 of a
+few ms doubles with any noise on a shared machine), or above 1 s. A reading over SLOW_MS is counted as slow."""
 
 
 def site_bridge(central_port: int, site: str) -> str:
@@ -353,10 +354,12 @@ def main(argv: list[str]) -> int:
                   f"by the edge brokers, up to {r.late_ms:,.0f} ms late against the schedule")
     if len(results) > 1:
         base = results[0].p99
-        grown = next((r for r in results[1:] if r.p99 > max(GROWN_FACTOR * base, 0) or r.p99 > GROWN_MS), None)
-        print(f"latency p99 first exceeded {GROWN_FACTOR:g}x the smallest size's ({base:.1f} ms) or "
-              f"{GROWN_MS:,.0f} ms at {grown.sites} sites" if grown else
-              f"latency p99 stayed within {GROWN_FACTOR:g}x the smallest size's ({base:.1f} ms) and under "
-              f"{GROWN_MS:,.0f} ms up to {results[-1].sites} sites")
+        limit = min(max(GROWN_FACTOR * base, SLOW_MS), GROWN_MS)
+        grown = next((r for r in results[1:] if r.p99 > limit), None)
+        why = (f"{limit:,.0f} ms ({GROWN_FACTOR:g}x the smallest size's p99 of {base:.1f} ms, at least "
+               f"{SLOW_MS:g} ms, at most {GROWN_MS:,.0f} ms)")
+        print(f"latency grew: p99 first exceeded {why} at {grown.sites} sites ({grown.sites * args.devices:,} "
+              f"readings/s)" if grown else f"latency did not grow: p99 stayed under {why} up to "
+              f"{results[-1].sites} sites")
     shutil.rmtree(work, ignore_errors=True)
     return 0 if all(r.lost == 0 and r.stored == r.sent for r in results) else 1
