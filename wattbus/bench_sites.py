@@ -144,7 +144,7 @@ class Result:
     """(readings over SLOW_MS, seconds of publishing they fall in): a stall, or a latency that stays high."""
     cpu: dict[str, float]
     """CPU % of one core over the publishing window: store, central (mosquitto), edges (all, summed),
-    generators (summed), bench (its subscriber on the central broker)."""
+    generators (summed), bench (its subscriber on the central broker), all (their sum)."""
     rss: dict[str, float]
 
 
@@ -158,13 +158,6 @@ def _cpu_ticks(pids: list[int]) -> int:
         except OSError:
             pass
     return total
-
-
-def _machine_ticks() -> tuple[int, int]:
-    """(busy, total) jiffies of all cores (/proc/stat): how near the machine itself is to saturation."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + fields[4]  # idle + iowait
-    return sum(fields) - idle, sum(fields)
 
 
 def _stop_broker(broker) -> None:
@@ -259,7 +252,7 @@ def run_step(work: Path, n_sites: int, devices: int, seconds: int, workers: int)
         pids = {"store": [store_proc.pid], "central": [central.proc.pid], "edges": [e.proc.pid for e in edges]}
         time.sleep(max(0.0, t0 - time.time()))
         ticks = {k: _cpu_ticks(v) for k, v in pids.items()}
-        own, machine = time.process_time(), _machine_ticks()
+        own = time.process_time()
         with Progress(f"{n_sites} sites x {devices} devices x 1 reading/s", unit="s") as bar:
             while (elapsed := time.time() - t0) < seconds:
                 bar.update(int(elapsed), seconds)
@@ -268,8 +261,6 @@ def run_step(work: Path, n_sites: int, devices: int, seconds: int, workers: int)
         window = time.time() - t0
         cpu = {k: (_cpu_ticks(v) - ticks[k]) / TICK / window * 100 for k, v in pids.items()}
         cpu["bench"] = (time.process_time() - own) / window * 100
-        busy, all_ticks = (b - a for a, b in zip(machine, _machine_ticks()))
-        cpu["machine"] = busy / max(all_ticks, 1) * 100
         rss = {}
         for k in ("store", "central"):
             try:
@@ -278,6 +269,7 @@ def run_step(work: Path, n_sites: int, devices: int, seconds: int, workers: int)
                 rss[k] = float("nan")
         outcomes = [f.result() for f in futures]
         cpu["generators"] = sum(o[3] for o in outcomes) / window * 100
+        cpu["all"] = sum(cpu.values())
         sent = sum(o[0] for o in outcomes)
         deadline = time.monotonic() + 30  # late is measured; only what never comes is lost
         while len(latency) < sent and time.monotonic() < deadline:
@@ -339,12 +331,13 @@ def main(argv: list[str]) -> int:
         print(f"{r.sites:>6}{r.sites * r.devices:>8,}{r.sent:>10,}{r.received:>10,}{r.lost:>6,}{r.duplicated:>5,}"
               f"{r.rate:>11,.0f}{r.p50:8.1f}{r.p99:8.1f}{r.worst:8.1f}{r.stored:>10,}")
     print(f"\nCPU % of one core over the publishing window, RSS at its end (edges and generators summed; "
-          f"all share this machine's {os.cpu_count()} cores; machine busy % is of all of them)")
+          f"all: every process of the bench, which share this machine's {os.cpu_count()} cores = "
+          f"{100 * (os.cpu_count() or 1)} %)")
     print(f"{'sites':>6}{'store CPU %':>12}{'store RSS MB':>13}{'central CPU %':>14}{'central RSS MB':>15}"
-          f"{'edges CPU %':>12}{'generators CPU %':>17}{'bench CPU %':>12}{'machine busy %':>15}")
+          f"{'edges CPU %':>12}{'generators CPU %':>17}{'bench CPU %':>12}{'all CPU %':>10}")
     for r in results:
         print(f"{r.sites:>6}{r.cpu['store']:12.1f}{r.rss['store']:13.1f}{r.cpu['central']:14.1f}"
-              f"{r.rss['central']:15.1f}{r.cpu['edges']:12.1f}{r.cpu['generators']:17.1f}{r.cpu['bench']:12.1f}{r.cpu['machine']:15.1f}")
+              f"{r.rss['central']:15.1f}{r.cpu['edges']:12.1f}{r.cpu['generators']:17.1f}{r.cpu['bench']:12.1f}{r.cpu['all']:10.1f}")
     for r in results:
         if r.slow[0]:
             print(f"at {r.sites} sites {r.slow[0]:,} readings took over {SLOW_MS:g} ms, in {r.slow[1]} of the "
