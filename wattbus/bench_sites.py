@@ -35,7 +35,7 @@ CENTRAL_ONLY = ("bridge_cafile", "bridge_insecure", "remote_username", "remote_p
 """bridge.conf lines a plain loopback central broker (no TLS, anonymous) has no use for."""
 GROWN_FACTOR, GROWN_MS, SLOW_MS = 2.0, 1000.0, 100.0
 """Latency has "grown" at a size whose p99 is above twice the smallest size's and above SLOW_MS (a p99 of a
-few ms doubles with any noise on a shared machine), or above 1 s. A reading over SLOW_MS is counted as slow."""
+few ms doubles with any noise on a shared machine), or above 1 s. A reading over SLOW_MS counts as slow."""
 
 
 def site_bridge(central_port: int, site: str) -> str:
@@ -90,7 +90,8 @@ def _generate(sites: list[tuple[int, str, int]], devices: int, seconds: int, t0:
     from bus.config import MqttConfig
     from bus.mqtt import BusClient
 
-    clients = {name: BusClient(MqttConfig(port=port), f"sim-{name}", session_expiry=0) for _, name, port in sites}
+    clients = {name: BusClient(MqttConfig(port=port), f"sim-{name}", session_expiry=0)
+               for _, name, port in sites}
     for c in clients.values():
         c.start()
     for name, c in clients.items():
@@ -198,7 +199,8 @@ def run_step(work: Path, n_sites: int, devices: int, seconds: int, workers: int)
         db = work / "central.db"
         cfg = work / "central.toml"
         cfg.write_text(f'[mqtt]\nhost = "127.0.0.1"\nport = {central.port}\n\n'
-                       f'[consumer.store]\ntype = "store"\nsink = "sqlite:///{db}"\ntopics = ["+/+/+/reading"]\n')
+                       f'[consumer.store]\ntype = "store"\nsink = "sqlite:///{db}"\n'
+                       f'topics = ["+/+/+/reading"]\n')
         store_proc = subprocess.Popen([sys.executable, "-m", "wattbus", "-c", str(cfg), "run", "store"],
                                       stdout=open(work / "store.log", "wb"), stderr=subprocess.STDOUT)
         latency: dict[tuple[str, int], float] = {}
@@ -231,7 +233,8 @@ def run_step(work: Path, n_sites: int, devices: int, seconds: int, workers: int)
                 raise RuntimeError(f"the central broker did not acknowledge the subscription {flt}")
         _wait_log(work / "store.log", "subscribed to", store_proc)
 
-        with Progress(f"starting {n_sites} site brokers", unit="brokers") as bar, ThreadPoolExecutor(16) as ex:
+        with Progress(f"starting {n_sites} site brokers", unit="brokers") as bar, \
+                ThreadPoolExecutor(16) as ex:
             for done, _ in enumerate(ex.map(Broker.start, edges), 1):
                 bar.update(done, n_sites)
         if dead := [e for e in edges if e.proc is None or e.proc.poll() is not None]:
@@ -249,7 +252,8 @@ def run_step(work: Path, n_sites: int, devices: int, seconds: int, workers: int)
         slices = [[(i, names[i], edges[i].port) for i in range(w, n_sites, workers)] for w in range(workers)]
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
         futures = [pool.submit(_generate, s, devices, seconds, t0, total) for s in slices if s]
-        pids = {"store": [store_proc.pid], "central": [central.proc.pid], "edges": [e.proc.pid for e in edges]}
+        pids = {"store": [store_proc.pid], "central": [central.proc.pid],
+                "edges": [e.proc.pid for e in edges]}
         time.sleep(max(0.0, t0 - time.time()))
         ticks = {k: _cpu_ticks(v) for k, v in pids.items()}
         own = time.process_time()
@@ -328,7 +332,8 @@ def main(argv: list[str]) -> int:
     print(f"{'sites':>6}{'devices':>8}{'sent':>10}{'received':>10}{'lost':>6}{'dup':>5}{'readings/s':>11}"
           f"{'p50 ms':>8}{'p99 ms':>8}{'max ms':>8}{'stored':>10}")
     for r in results:
-        print(f"{r.sites:>6}{r.sites * r.devices:>8,}{r.sent:>10,}{r.received:>10,}{r.lost:>6,}{r.duplicated:>5,}"
+        print(f"{r.sites:>6}{r.sites * r.devices:>8,}{r.sent:>10,}{r.received:>10,}{r.lost:>6,}"
+              f"{r.duplicated:>5,}"
               f"{r.rate:>11,.0f}{r.p50:8.1f}{r.p99:8.1f}{r.worst:8.1f}{r.stored:>10,}")
     print(f"\nCPU % of one core over the publishing window, RSS at its end (edges and generators summed; "
           f"all: every process of the bench, which share this machine's {os.cpu_count()} cores = "
@@ -337,22 +342,25 @@ def main(argv: list[str]) -> int:
           f"{'edges CPU %':>12}{'generators CPU %':>17}{'bench CPU %':>12}{'all CPU %':>10}")
     for r in results:
         print(f"{r.sites:>6}{r.cpu['store']:12.1f}{r.rss['store']:13.1f}{r.cpu['central']:14.1f}"
-              f"{r.rss['central']:15.1f}{r.cpu['edges']:12.1f}{r.cpu['generators']:17.1f}{r.cpu['bench']:12.1f}{r.cpu['all']:10.1f}")
+              f"{r.rss['central']:15.1f}{r.cpu['edges']:12.1f}{r.cpu['generators']:17.1f}"
+              f"{r.cpu['bench']:12.1f}{r.cpu['all']:10.1f}")
     for r in results:
         if r.slow[0]:
-            print(f"at {r.sites} sites {r.slow[0]:,} readings took over {SLOW_MS:g} ms, in {r.slow[1]} of the "
-                  f"{args.seconds} seconds")
+            print(f"at {r.sites} sites {r.slow[0]:,} readings took over {SLOW_MS:g} ms, "
+                  f"in {r.slow[1]} of the {args.seconds} seconds")
         if r.unacked or r.late_ms > 1000:
-            print(f"at {r.sites} sites the load generators fell behind: {r.unacked:,} publishes not acknowledged "
-                  f"by the edge brokers, up to {r.late_ms:,.0f} ms late against the schedule")
+            print(f"at {r.sites} sites the load generators fell behind: {r.unacked:,} publishes not "
+                  f"acknowledged by the edge brokers, up to {r.late_ms:,.0f} ms late against the schedule")
     if len(results) > 1:
         base = results[0].p99
         limit = min(max(GROWN_FACTOR * base, SLOW_MS), GROWN_MS)
         grown = next((r for r in results[1:] if r.p99 > limit), None)
         why = (f"{limit:,.0f} ms ({GROWN_FACTOR:g}x the smallest size's p99 of {base:.1f} ms, at least "
                f"{SLOW_MS:g} ms, at most {GROWN_MS:,.0f} ms)")
-        print(f"latency grew: p99 first exceeded {why} at {grown.sites} sites ({grown.sites * args.devices:,} "
-              f"readings/s)" if grown else f"latency did not grow: p99 stayed under {why} up to "
-              f"{results[-1].sites} sites")
+        if grown:
+            print(f"latency grew: p99 first exceeded {why} at {grown.sites} sites "
+                  f"({grown.sites * args.devices:,} readings/s)")
+        else:
+            print(f"latency did not grow: p99 stayed under {why} up to {results[-1].sites} sites")
     shutil.rmtree(work, ignore_errors=True)
     return 0 if all(r.lost == 0 and r.stored == r.sent for r in results) else 1

@@ -1,4 +1,4 @@
-"""``wattbus bench sites``: a few sites bridged into a central broker; every reading arrives and is stored once."""
+"""``wattbus bench sites``: a few sites bridged into a central broker; every reading arrives, stored once."""
 
 from __future__ import annotations
 
