@@ -29,6 +29,8 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from wattbus.bench_latency import _pct
+
 REPO = Path(__file__).resolve().parents[1]
 BRIDGE = REPO / "mosquitto" / "bridge.conf"
 CENTRAL_ONLY = ("bridge_cafile", "bridge_insecure", "remote_username", "remote_password")
@@ -67,13 +69,6 @@ def _edge_ports(n: int) -> list[int]:
         if len(ports) == n:
             return ports
     raise RuntimeError(f"fewer than {n} free ports below {low}")
-
-
-def _pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    s = sorted(values)
-    return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
 
 
 def _generate(sites: list[tuple[int, str, int]], devices: int, seconds: int, t0: float,
