@@ -53,12 +53,9 @@ def _child(argv: list[str], out) -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     gc.freeze()  # the preloaded objects stay in the permanent generation: the collector never writes there
-    try:
-        from setproctitle import setproctitle
+    from setproctitle import setproctitle
 
-        setproctitle(" ".join(["wattbus", *argv]))
-    except ImportError:
-        pass
+    setproctitle(" ".join(["wattbus", *argv]))
     if out is not None:
         os.dup2(out.fileno(), 1)
         out.close()

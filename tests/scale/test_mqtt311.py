@@ -57,24 +57,30 @@ def wait_for(db: Path, n: int, timeout: float) -> tuple[int, int]:
     return counts(db)
 
 
-def test_a_311_store_killed_mid_stream_gets_what_came_while_it_was_down(tmp_path, own_broker, processes):
-    """The broker keeps the session of a 3.1.1 client with clean_session false and queues for it."""
-    broker = own_broker
+def store(tmp_path: Path, broker, extra: str = "", mqtt: str = V311) -> tuple[Path, Path]:
+    """(config, database) of a store consumer writing to a fresh SQLite file."""
     db = tmp_path / "store.db"
-    store_cfg = write_config(tmp_path / "store.toml", broker, f"""
+    return write_config(tmp_path / "store.toml", broker, f"""
         [consumer.store]
         type = "store"
         sink = "sqlite:///{db}"
-        """, mqtt=V311)
-    store = processes(store_cfg, "store")
-    store.wait_output("subscribed to")
+        {extra}
+        """, mqtt=mqtt), db
+
+
+def test_a_311_store_killed_mid_stream_gets_what_came_while_it_was_down(tmp_path, own_broker, processes):
+    """The broker keeps the session of a 3.1.1 client with clean_session false and queues for it."""
+    broker = own_broker
+    store_cfg, db = store(tmp_path, broker)
+    first = processes(store_cfg, "store")
+    first.wait_output("subscribed to")
     producer = processes(replay(tmp_path, broker, 600, 1200), "meter")  # 600 readings in 30 s
     assert wait_for(db, 100, 30)[1] >= 100
-    store.kill()
+    first.kill()
     time.sleep(8)  # the producer goes on; the broker queues for the store's session
-    store = processes(store_cfg, "store")
+    second = processes(store_cfg, "store")
     rows, distinct = wait_for(db, 600, 90)
-    assert "session resumed" in store.output()
+    assert "session resumed" in second.output()
     assert distinct == 600, f"{600 - distinct} readings lost"
     assert rows == 600
     assert producer.alive()
@@ -83,13 +89,7 @@ def test_a_311_store_killed_mid_stream_gets_what_came_while_it_was_down(tmp_path
 def test_a_share_group_on_311_stores_every_reading_once_and_says_why_copies_do_not_split(
         tmp_path, own_broker, processes):
     broker = own_broker
-    db = tmp_path / "store.db"
-    store_cfg = write_config(tmp_path / "store.toml", broker, f"""
-        [consumer.store]
-        type = "store"
-        sink = "sqlite:///{db}"
-        group = "stores"
-        """, mqtt=V311)
+    store_cfg, db = store(tmp_path, broker, 'group = "stores"')
     copies = [processes(store_cfg, "store", "--instance", str(i)) for i in (1, 2)]
     for c in copies:
         c.wait_output("subscribed to")
@@ -103,17 +103,12 @@ def test_a_share_group_on_311_stores_every_reading_once_and_says_why_copies_do_n
 def test_the_first_host_down_the_client_moves_to_the_next(tmp_path, own_broker, processes):
     broker = own_broker
     dead = free_port()
-    db = tmp_path / "store.db"
-    store_cfg = write_config(tmp_path / "store.toml", broker, f"""
-        [consumer.store]
-        type = "store"
-        sink = "sqlite:///{db}"
-        """)
+    store_cfg, db = store(tmp_path, broker, mqtt="")
     text = store_cfg.read_text().replace(f"port = {broker.port}", f'port = {dead}\nhosts = ["127.0.0.1:{broker.port}"]')
     store_cfg.write_text(text)
-    store = processes(store_cfg, "store")
-    store.wait_output("subscribed to", timeout=30)
-    assert f"trying broker node 127.0.0.1:{broker.port}" in store.output()
+    moved = processes(store_cfg, "store")
+    moved.wait_output("subscribed to", timeout=30)
+    assert f"trying broker node 127.0.0.1:{broker.port}" in moved.output()
     processes(replay(tmp_path, broker, 120, 3000, mqtt=""), "meter")
     assert wait_for(db, 120, 30) == (120, 120)
 
